@@ -1,0 +1,54 @@
+# omnibus developer entry points. Every target that needs tools runs `deps`
+# first, so a fresh Debian 12 machine needs nothing installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Build tools, native libraries of the drivers, and test tools, from Debian.
+APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
+	python3 python3-dev python3-venv python3-pip \
+	nlohmann-json3-dev libgtest-dev libboost-dev \
+	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev
+PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1"
+
+.PHONY: deps apt-deps pip-deps build cpp-test py-install test demo bench clean
+
+deps: apt-deps pip-deps
+
+# Idempotent: installs only the packages that are missing.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+pip-deps:
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+
+# The C++ engine and its GoogleTest units (CTest label "unit").
+cpp-test: deps
+	cmake -S . -B build/cpp -G Ninja -DOMNIBUS_BUILD_TESTS=ON -DOMNIBUS_BUILD_PYTHON=OFF
+	cmake --build build/cpp
+	cd build/cpp && ctest --output-on-failure -L unit
+
+# The Python package, built by scikit-build-core (incremental in build/).
+py-install: deps
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation .
+
+test: cpp-test py-install
+	$(PY) -m pytest
+
+demo: py-install
+	$(PY) -m omnibus demo
+
+bench: py-install
+	$(PY) benchmarks/bench_mem.py
+
+clean:
+	rm -rf build $(VENV)

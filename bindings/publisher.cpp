@@ -1,0 +1,281 @@
+// omnibus.Publisher
+#include "delivery.hpp"
+#include "message.hpp"
+
+namespace omnibus::bind {
+
+namespace {
+
+struct PyPublisher {
+  std::shared_ptr<Publisher> pub;
+  std::shared_ptr<BoundCodec> codec;
+  ~PyPublisher() {
+    // Closing may wait for the engine thread, which may need the GIL to run
+    // delivery callbacks: never wait holding it.
+    if (pub && Py_IsInitialized() && PyGILState_Check()) {
+      py::gil_scoped_release release;
+      pub.reset();
+    }
+  }
+};
+
+struct PyUndelivered {
+  py::bytes payload;
+  py::object key;
+  py::list headers;
+  py::object error;
+};
+
+Headers to_headers(py::handle h, std::size_t index) {
+  Headers out;
+  if (h.is_none()) return out;
+  auto add = [&](py::handle k, py::handle v) {
+    if (!PyUnicode_Check(k.ptr()))
+      throw py::type_error("message " + std::to_string(index) + ": header names must be str");
+    out.emplace_back(k.cast<std::string>(), to_bytes(v, "header value"));
+  };
+  if (PyDict_Check(h.ptr())) {
+    for (auto [k, v] : py::reinterpret_borrow<py::dict>(h)) add(k, v);
+    return out;
+  }
+  if (PyList_Check(h.ptr()) || PyTuple_Check(h.ptr())) {
+    for (auto item : py::reinterpret_borrow<py::sequence>(h)) {
+      if (!PyTuple_Check(item.ptr()) || PyTuple_GET_SIZE(item.ptr()) != 2)
+        throw py::type_error("message " + std::to_string(index) +
+                             ": headers as a list must hold (name, value) pairs");
+      add(PyTuple_GET_ITEM(item.ptr(), 0), PyTuple_GET_ITEM(item.ptr(), 1));
+    }
+    return out;
+  }
+  throw py::type_error("message " + std::to_string(index) +
+                       ": headers must be a dict {name: bytes|str} or a list of (name, bytes|str) pairs");
+}
+
+OutMessage make_message(const PyPublisher& p, py::handle value, py::handle key, py::handle headers,
+                        std::size_t index) {
+  OutMessage m;
+  m.payload = make_bytes(p.codec->encode(value, index));
+  if (!key.is_none()) m.key = to_bytes(key, "key");
+  if (!headers.is_none()) m.headers = to_headers(headers, index);
+  return m;
+}
+
+// Enqueues every message, blocking (GIL released, interruptible) while the
+// queue is full, up to the publisher's block_timeout_ms. Messages that could
+// not be enqueued are failed in the tracker before the error is raised.
+void enqueue_all(PyPublisher& p, std::vector<OutMessage>& msgs, const std::shared_ptr<DeliveryTracker>& tracker,
+                 std::optional<double> block_timeout) {
+  const std::optional<Clock::duration> limit =
+      block_timeout ? to_timeout(block_timeout, "block_timeout") : Clock::duration(p.pub->config().block_timeout);
+  const std::size_t n = msgs.size();
+  std::size_t done;
+  if (n < 64) {
+    done = p.pub->enqueue(msgs, 0, tracker, 0, Clock::duration::zero());
+  } else {
+    // Let other Python threads (a subscriber, say) run while a big batch is queued.
+    py::gil_scoped_release release;
+    done = p.pub->enqueue(msgs, 0, tracker, 0, Clock::duration::zero());
+  }
+  if (done == n) return;
+  bool ok;
+  try {
+    ok = wait_interruptible(limit, [&](Clock::duration slice) {
+      done += p.pub->enqueue(msgs, done, tracker, done, slice);
+      return done == n;
+    });
+  } catch (py::error_already_set&) {
+    tracker->fail_rest(done, Error(ErrorCode::Timeout, "publish was interrupted before this message was enqueued"));
+    throw;
+  } catch (const Error& e) {
+    tracker->fail_rest(done, e);
+    throw;
+  }
+  if (!ok) {
+    Error err(ErrorCode::ResourceExhausted,
+              "publish queue of " + p.pub->url() + " stayed full (max_pending=" +
+                  std::to_string(p.pub->config().max_pending) + ") for " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit.value_or(Clock::duration::zero())).count()) + " ms; messages " + std::to_string(done) +
+                  ".." + std::to_string(n - 1) + " of this call were not enqueued (earlier ones were)");
+    tracker->fail_rest(done, err);
+    raise(err);
+  }
+}
+
+py::dict capabilities_to_python(const Capabilities& c) {
+  py::dict d;
+  d["delivery_guarantee"] = c.delivery_guarantee;
+  d["ordered_per_key"] = c.ordered_per_key;
+  d["nack"] = c.nack;
+  d["ack_deadline"] = c.ack_deadline;
+  d["competing_consumers"] = c.competing_consumers;
+  d["headers"] = c.headers;
+  d["dead_letter"] = c.dead_letter;
+  d["durable"] = c.durable;
+  d["max_message_bytes"] = c.max_message_bytes;
+  return d;
+}
+
+void attach_callback(py::object delivery, py::object on_delivery) {
+  if (!on_delivery.is_none()) delivery.attr("add_done_callback")(on_delivery);
+}
+
+}  // namespace
+
+py::dict capabilities_dict(const Capabilities& c) { return capabilities_to_python(c); }
+
+void export_publisher(py::module_& m) {
+  py::class_<PyUndelivered>(m, "Undelivered", "A message that close() could not deliver, and why.")
+      .def_readonly("payload", &PyUndelivered::payload)
+      .def_readonly("key", &PyUndelivered::key)
+      .def_readonly("headers", &PyUndelivered::headers)
+      .def_readonly("error", &PyUndelivered::error)
+      .def("__repr__", [](const PyUndelivered& u) {
+        return "<omnibus.Undelivered bytes=" + std::to_string(py::len(u.payload)) + " error=" +
+               std::string(py::repr(u.error)) + ">";
+      });
+
+  py::class_<PyPublisher>(m, "Publisher",
+                          "Publishes to one URL. Thread-safe: several threads may publish at once. "
+                          "Create with omnibus.publisher(url, codec=..., **options).")
+      .def(py::init([](const std::string& url, const std::vector<std::pair<std::string, std::string>>& options,
+                       py::object codec) {
+             auto bound = BoundCodec::from_python(codec);
+             std::shared_ptr<Publisher> pub;
+             {
+               py::gil_scoped_release release;  // the driver may connect
+               pub = Publisher::open(url, options);
+             }
+             return PyPublisher{std::move(pub), std::move(bound)};
+           }),
+           py::arg("url"), py::arg("options") = std::vector<std::pair<std::string, std::string>>{},
+           py::arg("codec") = "raw")
+      .def(
+          "publish",
+          [](PyPublisher& p, py::handle value, py::handle key, py::handle headers, std::optional<std::int64_t> timestamp_ms,
+             py::object on_delivery, std::optional<double> block_timeout) {
+            std::vector<OutMessage> msgs;
+            msgs.push_back(make_message(p, value, key, headers, 0));
+            if (timestamp_ms) msgs[0].timestamp_ms = *timestamp_ms;
+            auto tracker = std::make_shared<DeliveryTracker>(1);
+            enqueue_all(p, msgs, tracker, block_timeout);
+            py::object d = py::cast(PyDelivery{tracker});
+            attach_callback(d, on_delivery);
+            return d;
+          },
+          py::arg("value"), py::kw_only(), py::arg("key") = py::none(), py::arg("headers") = py::none(),
+          py::arg("timestamp_ms") = py::none(), py::arg("on_delivery") = py::none(),
+          py::arg("block_timeout") = py::none(),
+          "Encode `value` with the publisher's codec and queue it. Returns a Delivery; on_delivery(delivery) is "
+          "called once it has its result. Blocks (GIL released, Ctrl-C works) only while the queue is full, up "
+          "to block_timeout seconds (default: the block_timeout_ms option; 0: never block), then raises "
+          "ResourceExhausted. Raises TypeError/CodecError for a value the codec "
+          "cannot encode, Closed after close().")
+      .def(
+          "publish_many",
+          [](PyPublisher& p, py::handle values, py::handle keys, py::handle headers, py::object on_delivery,
+             std::optional<double> block_timeout) {
+            // Any iterable; a list or tuple is used as it is.
+            py::sequence vals = PySequence_Check(values.ptr())
+                                    ? py::reinterpret_borrow<py::sequence>(values)
+                                    : py::sequence(py::module_::import("builtins").attr("list")(values));
+            const std::size_t n = py::len(vals);
+            std::optional<py::sequence> ks, hs;
+            if (!keys.is_none()) {
+              ks = py::reinterpret_borrow<py::sequence>(keys);
+              if (py::len(*ks) != n)
+                throw Error(ErrorCode::InvalidArgument, "keys has " + std::to_string(py::len(*ks)) +
+                                                            " items for " + std::to_string(n) + " values");
+            }
+            if (!headers.is_none()) {
+              hs = py::reinterpret_borrow<py::sequence>(headers);
+              if (py::len(*hs) != n)
+                throw Error(ErrorCode::InvalidArgument, "headers has " + std::to_string(py::len(*hs)) +
+                                                            " items for " + std::to_string(n) + " values");
+            }
+            // Encode everything first: a value that fails to encode rejects the
+            // whole call before anything is queued, naming its index.
+            std::vector<OutMessage> msgs;
+            msgs.reserve(n);
+            py::none none;
+            for (std::size_t i = 0; i < n; ++i) {
+              py::object v = vals[i];
+              py::object k = ks ? py::object((*ks)[i]) : py::object(none);
+              py::object h = hs ? py::object((*hs)[i]) : py::object(none);
+              msgs.push_back(make_message(p, v, k, h, i));
+            }
+            auto tracker = std::make_shared<DeliveryTracker>(n);
+            enqueue_all(p, msgs, tracker, block_timeout);
+            py::object d = py::cast(PyDelivery{tracker});
+            attach_callback(d, on_delivery);
+            return d;
+          },
+          py::arg("values"), py::kw_only(), py::arg("keys") = py::none(), py::arg("headers") = py::none(),
+          py::arg("on_delivery") = py::none(), py::arg("block_timeout") = py::none(),
+          "Encode and queue a batch in one call (one boundary crossing). keys/headers, when given, are sequences "
+          "of the same length. A value that cannot be encoded raises (TypeError/CodecError naming its index) "
+          "before anything is queued. Returns one Delivery for the batch; its result() names every failed index.")
+      .def(
+          "flush",
+          [](PyPublisher& p, std::optional<double> timeout) {
+            return wait_interruptible(to_timeout(timeout, "timeout"),
+                                      [&](Clock::duration slice) { return p.pub->flush(slice); });
+          },
+          py::arg("timeout") = py::none(),
+          "Send everything queued now (ignoring linger) and wait until nothing is pending. Returns False when "
+          "`timeout` seconds passed first. GIL released; Ctrl-C works.")
+      .def(
+          "close",
+          [](PyPublisher& p, std::optional<double> timeout) {
+            if (p.pub->closed()) return;
+            wait_interruptible(to_timeout(timeout, "timeout"), [&](Clock::duration slice) { return p.pub->flush(slice); });
+            std::vector<Undelivered> lost;
+            {
+              py::gil_scoped_release release;
+              lost = p.pub->close(Clock::duration::zero());
+            }
+            if (lost.empty()) return;
+            py::list items;
+            for (auto& u : lost) {
+              py::object key = u.message.key ? py::object(py::bytes(*u.message.key)) : py::object(py::none());
+              items.append(PyUndelivered{py::bytes(*u.message.payload), key, headers_to_python(u.message.headers),
+                                         make_exception(u.error)});
+            }
+            py::object exc = make_exception(Error(
+                ErrorCode::Timeout, "publisher for " + p.pub->url() + " closed with " + std::to_string(lost.size()) +
+                                        " undelivered message(s) after waiting " +
+                                        (timeout ? std::to_string(*timeout) + " s" : std::string("")) +
+                                        "; they are listed in .undelivered"));
+            exc.attr("undelivered") = items;
+            raise_object(exc);
+          },
+          py::arg("timeout") = 30.0,
+          "Stop accepting messages, flush for up to `timeout` seconds (None: no limit), then close. Raises "
+          "Timeout with .undelivered (payload, key, headers, error of each) when something could not be "
+          "delivered; each of those messages' Delivery fails with Closed. Idempotent.")
+      .def_property_readonly("closed", [](const PyPublisher& p) { return p.pub->closed(); })
+      .def_property_readonly("url", [](const PyPublisher& p) { return p.pub->url(); })
+      .def_property_readonly("codec", [](const PyPublisher& p) { return p.codec->name(); })
+      .def("capabilities", [](const PyPublisher& p) { return capabilities_to_python(p.pub->capabilities()); },
+           "What the protocol behind this URL can do (delivery guarantee, ordering, nack, ...).")
+      .def(
+          "stats",
+          [](const PyPublisher& p) {
+            auto s = p.pub->stats();
+            py::dict d;
+            d["batches_sent"] = s.batches_sent;
+            d["messages_sent"] = s.messages_sent;
+            d["messages_delivered"] = s.messages_delivered;
+            d["messages_failed"] = s.messages_failed;
+            d["pending"] = s.pending;
+            d["largest_batch"] = s.largest_batch;
+            return d;
+          },
+          "Counters: batches_sent, messages_sent, messages_delivered, messages_failed, pending, largest_batch.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](py::object self, py::args) {
+        self.attr("close")();
+        return false;
+      });
+}
+
+}  // namespace omnibus::bind

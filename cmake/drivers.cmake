@@ -1,0 +1,39 @@
+# One block per protocol driver. A driver whose native library is missing is
+# left out with a message; its URL scheme then raises omnibus.Unsupported with
+# the reason (see cpp/src/drivers/builtin.cpp).
+find_package(PkgConfig QUIET)
+
+# pkg is a pkg-config module, or "cmake:Package" for a CMake config package.
+function(omnibus_driver name pkg apt)
+  string(TOUPPER ${name} upper)
+  option(OMNIBUS_WITH_${upper} "Build the ${name}:// driver (needs ${pkg})" ON)
+  set(found OFF)
+  if(OMNIBUS_WITH_${upper} AND pkg MATCHES "^cmake:(.*)$")
+    set(package ${CMAKE_MATCH_1})
+    find_package(${package} QUIET CONFIG)
+    if(${package}_FOUND)
+      set(found ON)
+      set(OMNIBUS_${upper}_VERSION ${${package}_VERSION})
+    endif()
+  elseif(OMNIBUS_WITH_${upper} AND PKG_CONFIG_FOUND)
+    pkg_check_modules(OMNIBUS_${upper} QUIET IMPORTED_TARGET ${pkg})
+    if(OMNIBUS_${upper}_FOUND)
+      set(found ON)
+    endif()
+  endif()
+  if(found)
+    message(STATUS "omnibus: ${name}:// native library ${pkg} ${OMNIBUS_${upper}_VERSION} found")
+    target_compile_definitions(omnibus_core PRIVATE OMNIBUS_HAVE_${upper}=1)
+  elseif(OMNIBUS_WITH_${upper})
+    message(WARNING "omnibus: ${pkg} not found; the ${name}:// driver is left out. "
+                    "Install ${apt} (make deps) and rebuild.")
+  else()
+    message(STATUS "omnibus: ${name}:// driver disabled (OMNIBUS_WITH_${upper}=OFF)")
+  endif()
+endfunction()
+
+# Debian's cnats CMake config is broken; pkg-config 'libnats' works.
+omnibus_driver(kafka rdkafka librdkafka-dev)
+omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev)
+omnibus_driver(amqp librabbitmq librabbitmq-dev)
+omnibus_driver(nats libnats libnats-dev)

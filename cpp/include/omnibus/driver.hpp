@@ -1,0 +1,114 @@
+#pragma once
+// The driver boundary. A driver is small: it sends a batch, receives a batch,
+// acks/nacks, reports capabilities and maps native errors onto ErrorCode. It
+// never retries, batches or encodes; the portable layer (Publisher,
+// Subscriber) does that once for every protocol.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "omnibus/message.hpp"
+#include "omnibus/options.hpp"
+#include "omnibus/url.hpp"
+
+namespace omnibus {
+
+class Error;
+
+using Clock = std::chrono::steady_clock;
+
+// What a protocol can do. Data, not code: the conformance suite skips on these
+// and the comparison reports them.
+struct Capabilities {
+  std::string delivery_guarantee;  // "at-most-once" | "at-least-once"
+  bool ordered_per_key = false;    // first delivery of one key keeps publish order
+  bool nack = false;               // nack() redelivers
+  bool ack_deadline = false;       // unacked messages are redelivered after a timeout
+  bool competing_consumers = false;
+  bool headers = false;
+  bool dead_letter = false;
+  bool durable = false;            // survives a broker restart
+  std::size_t max_message_bytes = 0;  // 0: no limit known
+};
+
+// Called exactly once per message of a batch, with nullptr on success.
+// May run on any thread, including inside send_batch.
+using SendResultFn = std::function<void(std::size_t index, const Error* error)>;
+
+class Sender {
+ public:
+  virtual ~Sender() = default;
+  // Called by the Publisher's sender thread only (never concurrently).
+  // `batch` stays valid until every message's result was reported. May block
+  // briefly for network back-pressure; must not retry.
+  virtual void send_batch(const std::vector<OutMessage>& batch, const SendResultFn& on_result) = 0;
+  virtual Capabilities capabilities() const = 0;
+  // Fails every message still in flight with Closed, then releases resources.
+  // Called once, after the last send_batch returned.
+  virtual void close() = 0;
+};
+
+class Receiver {
+ public:
+  virtual ~Receiver() = default;
+  // Blocks up to `timeout` for at least one message; returns up to `max`.
+  // Called from the Subscriber's fetch thread only. Throws Closed after close().
+  virtual std::vector<MessagePtr> receive_batch(std::size_t max,
+                                                std::chrono::milliseconds timeout) = 0;
+  // Thread-safe, any thread. Unknown or already-settled ids are ignored.
+  virtual void ack(const std::vector<std::uint64_t>& ack_ids) = 0;
+  // Redelivers; throws Unsupported when capabilities().nack is false.
+  virtual void nack(const std::vector<std::uint64_t>& ack_ids) = 0;
+  virtual Capabilities capabilities() const = 0;
+  // Unacked messages go back to the broker for redelivery. Idempotent.
+  virtual void close() = 0;
+};
+
+// Options every Receiver is told about, decided by the portable layer.
+struct ReceiverSettings {
+  bool manual_ack = false;  // false: the driver may consider a message settled on delivery
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual std::string scheme() const = 0;
+  virtual std::string description() const = 0;
+  // Driver-specific options; the portable ones are added by the Publisher/Subscriber.
+  virtual std::vector<OptionSpec> sender_options() const = 0;
+  virtual std::vector<OptionSpec> receiver_options() const = 0;
+  // Open a connection. May block for the connect; throw Unavailable,
+  // InvalidArgument or NotFound.
+  virtual std::shared_ptr<Sender> open_sender(const Url& url, const OptionValues& options) = 0;
+  virtual std::shared_ptr<Receiver> open_receiver(const Url& url, const OptionValues& options,
+                                                  const ReceiverSettings& settings) = 0;
+};
+
+// Registry keyed by URL scheme. Thread-safe.
+class DriverRegistry {
+ public:
+  static DriverRegistry& instance();
+
+  // Throws InvalidArgument when the scheme is already registered.
+  void add(std::shared_ptr<Driver> driver);
+  // Records a scheme whose driver this build left out, and why, so that a URL
+  // with it gets Unsupported with the reason instead of "unknown scheme".
+  void add_unavailable(const std::string& scheme, const std::string& reason);
+  // Throws InvalidArgument listing the known schemes when `scheme` is unknown,
+  // Unsupported when the driver was left out of this build.
+  std::shared_ptr<Driver> get(const std::string& scheme) const;
+  std::vector<std::string> schemes() const;  // available ones, sorted
+  std::vector<std::pair<std::string, std::string>> unavailable() const;
+  // Removes a scheme; for tests that register throwaway drivers.
+  void remove(const std::string& scheme);
+
+ private:
+  DriverRegistry();
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace omnibus

@@ -1,0 +1,79 @@
+#pragma once
+// Messages on the way out (OutMessage) and on the way in (Message).
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace omnibus {
+
+// Payloads are immutable and shared: a published payload reaches every
+// subscriber (and Python, as a read-only buffer) without a copy.
+using Bytes = std::shared_ptr<const std::string>;
+// Ordered multimap: a name may repeat, order is kept end to end.
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+Bytes make_bytes(std::string s);
+
+// Wall clock in milliseconds since the Unix epoch.
+std::int64_t now_ms() noexcept;
+
+struct OutMessage {
+  Bytes payload;
+  std::optional<std::string> key;
+  Headers headers;
+  std::int64_t timestamp_ms = 0;  // 0: stamped by the publisher at enqueue
+
+  std::size_t size_bytes() const noexcept;  // payload + key + headers, for batching limits
+};
+
+class Receiver;
+
+// A received message. Shared between the subscriber's buffer and the user;
+// ack()/nack() are thread-safe and settle the message once (later calls are
+// no-ops, so an auto-acked or already-acked message can be acked again harmlessly).
+class Message {
+ public:
+  Message(OutMessage data, std::string topic, std::uint32_t delivery_attempt,
+          std::shared_ptr<Receiver> receiver, std::uint64_t ack_id);
+
+  const OutMessage& data() const noexcept { return data_; }
+  const std::string& payload() const noexcept { return *data_.payload; }
+  const Bytes& payload_ptr() const noexcept { return data_.payload; }
+  const std::optional<std::string>& key() const noexcept { return data_.key; }
+  const Headers& headers() const noexcept { return data_.headers; }
+  const std::string& topic() const noexcept { return topic_; }
+  std::int64_t timestamp_ms() const noexcept { return data_.timestamp_ms; }
+  // 1 on first delivery, incremented on each redelivery.
+  std::uint32_t delivery_attempt() const noexcept { return attempt_; }
+  std::uint64_t ack_id() const noexcept { return ack_id_; }
+  const std::shared_ptr<Receiver>& receiver() const noexcept { return receiver_; }
+
+  // Acknowledge / negatively acknowledge (redeliver where the driver can).
+  // Non-blocking for mem://; may block briefly on a network driver. Throws
+  // Closed when the subscriber was closed, Unsupported (nack) when the
+  // protocol cannot redeliver.
+  void ack();
+  void nack();
+  // True once ack() or nack() ran (or the subscriber auto-acked it).
+  bool settled() const noexcept { return settled_.load(std::memory_order_acquire); }
+  // Marks the message settled without telling the driver; returns false when
+  // it already was. Used by batch ack paths.
+  bool mark_settled() noexcept { return !settled_.exchange(true, std::memory_order_acq_rel); }
+
+ private:
+  OutMessage data_;
+  std::string topic_;
+  std::uint32_t attempt_;
+  std::shared_ptr<Receiver> receiver_;
+  std::uint64_t ack_id_;
+  std::atomic<bool> settled_{false};
+};
+
+using MessagePtr = std::shared_ptr<Message>;
+
+}  // namespace omnibus

@@ -1,0 +1,154 @@
+#pragma once
+// The portable publisher: batching by count, bytes and linger time, a bounded
+// pending queue with back-pressure, per-message delivery results, flush and a
+// close that flushes or reports exactly what it could not deliver.
+
+#include <chrono>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "omnibus/driver.hpp"
+#include "omnibus/error.hpp"
+#include "omnibus/message.hpp"
+
+namespace omnibus {
+
+// Delivery results of one publish call (1 message) or publish_many call (n).
+// Completed by the driver's callbacks on any thread; waited on by the user.
+// Thread-safe.
+class DeliveryTracker {
+ public:
+  explicit DeliveryTracker(std::size_t size);
+
+  std::size_t size() const noexcept { return size_; }
+  bool done() const noexcept { return remaining_.load(std::memory_order_acquire) == 0; }
+  // Blocks up to `timeout`; true when every message has a result.
+  bool wait_for(Clock::duration timeout) const;
+  // (index, error) for every failed message, sorted by index.
+  std::vector<std::pair<std::size_t, Error>> failures() const;
+  // Runs `fn` once all results are in: at once (on this thread) when they
+  // already are, else on the thread that reports the last result.
+  void on_done(std::function<void()> fn);
+
+  // For the publisher and drivers: report message `index` (nullptr = delivered).
+  void complete(std::size_t index, const Error* error);
+  // Marks messages [from, size) as never enqueued, failing them with `error`.
+  void fail_rest(std::size_t from, const Error& error);
+
+ private:
+  void finish_one();
+  std::size_t size_;
+  std::atomic<std::size_t> remaining_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::vector<std::pair<std::size_t, Error>> failures_;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+struct PublisherConfig {
+  std::size_t batch_messages = 1000;
+  std::size_t batch_bytes = 1 << 20;
+  std::chrono::microseconds linger{0};
+  std::size_t max_pending = 100000;  // queued + in flight at the driver
+  std::chrono::milliseconds block_timeout{10000};
+};
+
+struct PublisherStats {
+  std::uint64_t batches_sent = 0;
+  std::uint64_t messages_sent = 0;       // handed to the driver
+  std::uint64_t messages_delivered = 0;  // confirmed by the driver
+  std::uint64_t messages_failed = 0;
+  std::size_t pending = 0;
+  std::size_t largest_batch = 0;
+};
+
+// One message close() could not deliver, with the reason.
+struct Undelivered {
+  OutMessage message;
+  Error error;
+};
+
+class Publisher {
+ public:
+  // Options every publisher accepts, whatever the driver.
+  static std::vector<OptionSpec> portable_options();
+
+  // Parses the URL, validates options (URL query, then `extra`), opens the
+  // driver's sender and starts the sender thread. Blocks for the driver's
+  // connect. Throws InvalidArgument, Unsupported, Unavailable.
+  static std::shared_ptr<Publisher> open(
+      const std::string& url,
+      const std::vector<std::pair<std::string, std::string>>& extra = {});
+  // For tests: run on an already opened sender.
+  Publisher(std::shared_ptr<Sender> sender, PublisherConfig config, std::string url_text);
+  ~Publisher();  // close() with block_timeout, errors swallowed
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
+
+  // Enqueues msgs[start..], blocking up to `wait` while the pending queue is
+  // full. Message msgs[i] is tracked as tracker index i + tracker_offset - start.
+  // Returns the number enqueued (< msgs.size() - start only on timeout).
+  // Throws Closed after close(). Thread-safe; payloads are moved from `msgs`.
+  std::size_t enqueue(std::vector<OutMessage>& msgs, std::size_t start,
+                      const std::shared_ptr<DeliveryTracker>& tracker, std::size_t tracker_offset,
+                      Clock::duration wait);
+  // Convenience: enqueue all, blocking up to config().block_timeout, throwing
+  // ResourceExhausted (and failing the unsent ones in the tracker) on timeout.
+  std::shared_ptr<DeliveryTracker> publish(std::vector<OutMessage> msgs);
+
+  // Sends everything queued now, ignoring linger; blocks up to `timeout` until
+  // nothing is pending. Returns false on timeout. Thread-safe.
+  bool flush(Clock::duration timeout);
+  // Stops accepting messages, flushes up to `timeout`, then fails whatever is
+  // left with Closed and returns it (empty when all was delivered).
+  // Idempotent: a second call returns an empty list. Thread-safe.
+  std::vector<Undelivered> close(Clock::duration timeout);
+  bool closed() const;
+
+  Capabilities capabilities() const { return sender_->capabilities(); }
+  const PublisherConfig& config() const noexcept { return config_; }
+  PublisherStats stats() const;
+  const std::string& url() const noexcept { return url_; }
+
+ private:
+  struct Pending {
+    OutMessage msg;
+    std::shared_ptr<DeliveryTracker> tracker;
+    std::size_t index;
+  };
+  struct InFlight;
+  void run();
+  bool batch_ready_locked() const;
+  void on_result(InFlight& batch, std::size_t i, const Error* error);
+
+  std::shared_ptr<Sender> sender_;
+  PublisherConfig config_;
+  std::string url_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;   // sender thread: work arrived / flush / stop
+  std::condition_variable space_cv_;  // producers and flushers: pending went down
+  std::deque<Pending> queue_;
+  std::size_t queued_bytes_ = 0;
+  std::size_t pending_ = 0;  // queued + in flight
+  std::size_t flushers_ = 0;
+  bool closed_ = false;
+  bool stopping_ = false;
+  std::vector<std::shared_ptr<InFlight>> in_flight_;
+  std::vector<Undelivered> close_failures_;  // failed after close() began
+  PublisherStats stats_;
+  Clock::time_point first_queued_at_{};
+  std::thread thread_;
+};
+
+}  // namespace omnibus

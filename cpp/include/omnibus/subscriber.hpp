@@ -1,0 +1,74 @@
+#pragma once
+// The portable subscriber: a prefetch buffer filled by a fetch thread,
+// receive with timeout, batch receive, manual or automatic ack, nack.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "omnibus/driver.hpp"
+#include "omnibus/message.hpp"
+
+namespace omnibus {
+
+struct SubscriberConfig {
+  std::size_t prefetch = 1000;
+  bool auto_ack = true;  // settle on hand-over to the application
+};
+
+class Subscriber {
+ public:
+  static std::vector<OptionSpec> portable_options();
+
+  // Parses the URL, validates options, opens the driver's receiver and starts
+  // the fetch thread. Blocks for the connect. Throws like Publisher::open.
+  static std::shared_ptr<Subscriber> open(
+      const std::string& url,
+      const std::vector<std::pair<std::string, std::string>>& extra = {});
+  Subscriber(std::shared_ptr<Receiver> receiver, SubscriberConfig config, std::string url_text);
+  ~Subscriber();  // close()
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+
+  // Blocks up to `timeout` for at least one message, returns up to `max`.
+  // Empty on timeout. Throws Closed after close(), or the driver's error when
+  // the fetch thread failed. Thread-safe.
+  std::vector<MessagePtr> receive_batch(std::size_t max, Clock::duration timeout);
+
+  // Batch ack/nack: one driver call per receiver. Thread-safe.
+  static void ack(const std::vector<MessagePtr>& msgs);
+  static void nack(const std::vector<MessagePtr>& msgs);
+
+  // Stops fetching; unacked and buffered messages go back to the broker.
+  // Idempotent, thread-safe; joins the fetch thread.
+  void close();
+  bool closed() const;
+
+  Capabilities capabilities() const { return receiver_->capabilities(); }
+  const SubscriberConfig& config() const noexcept { return config_; }
+  std::size_t buffered() const;
+  const std::string& url() const noexcept { return url_; }
+
+ private:
+  void run();
+
+  std::shared_ptr<Receiver> receiver_;
+  SubscriberConfig config_;
+  std::string url_;
+  mutable std::mutex mu_;
+  std::condition_variable data_cv_;
+  std::condition_variable space_cv_;
+  std::deque<MessagePtr> buffer_;
+  bool closed_ = false;
+  std::exception_ptr fetch_error_;
+  std::thread thread_;
+};
+
+}  // namespace omnibus

@@ -1,0 +1,282 @@
+#include "omnibus/publisher.hpp"
+
+#include <algorithm>
+
+namespace omnibus {
+
+// ---------------------------------------------------------------- DeliveryTracker
+
+DeliveryTracker::DeliveryTracker(std::size_t size) : size_(size), remaining_(size) {}
+
+bool DeliveryTracker::wait_for(Clock::duration timeout) const {
+  if (done()) return true;
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return done(); });
+}
+
+std::vector<std::pair<std::size_t, Error>> DeliveryTracker::failures() const {
+  std::lock_guard lock(mu_);
+  auto out = failures_;
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+void DeliveryTracker::on_done(std::function<void()> fn) {
+  {
+    std::lock_guard lock(mu_);
+    if (!done()) {
+      callbacks_.push_back(std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+void DeliveryTracker::complete(std::size_t index, const Error* error) {
+  if (error) {
+    // Failures are rare: take the lock for them only.
+    std::lock_guard lock(mu_);
+    failures_.emplace_back(index, *error);
+  }
+  finish_one();
+}
+
+void DeliveryTracker::finish_one() {
+  if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mu_);
+    callbacks.swap(callbacks_);
+    cv_.notify_all();
+  }
+  for (auto& fn : callbacks) fn();
+}
+
+void DeliveryTracker::fail_rest(std::size_t from, const Error& error) {
+  for (std::size_t i = from; i < size_; ++i) complete(i, &error);
+}
+
+// ---------------------------------------------------------------- Publisher
+
+struct Publisher::InFlight {
+  std::vector<OutMessage> msgs;
+  std::vector<std::pair<std::shared_ptr<DeliveryTracker>, std::size_t>> targets;
+  std::unique_ptr<std::atomic<bool>[]> reported;
+  std::atomic<std::size_t> remaining{0};
+  std::atomic<std::size_t> failed{0};
+};
+
+std::vector<OptionSpec> Publisher::portable_options() {
+  return {
+      {"batch_messages", OptionType::Int, "1000", "most messages the engine hands to the driver in one batch", {}, 1},
+      {"batch_bytes", OptionType::Int, "1048576", "most payload+key+header bytes in one batch (a larger message goes alone)", {}, 1},
+      {"batch_linger_ms", OptionType::Float, "0", "how long a batch may wait to fill up; 0 sends as soon as the driver is free", {}, 0, 60000},
+      {"max_pending", OptionType::Int, "100000", "bound on messages queued or in flight; publish blocks when it is reached", {}, 1},
+      {"block_timeout_ms", OptionType::Int, "10000", "how long publish blocks on a full queue before raising ResourceExhausted", {}, 0},
+  };
+}
+
+std::shared_ptr<Publisher> Publisher::open(const std::string& url_text,
+                                           const std::vector<std::pair<std::string, std::string>>& extra) {
+  Url url = Url::parse(url_text);
+  auto driver = DriverRegistry::instance().get(url.scheme);
+  auto specs = portable_options();
+  auto own = driver->sender_options();
+  specs.insert(specs.end(), own.begin(), own.end());
+  auto given = url.query;
+  given.insert(given.end(), extra.begin(), extra.end());
+  auto options = OptionValues::parse(specs, given, url.scheme + ":// publisher");
+
+  PublisherConfig config;
+  config.batch_messages = static_cast<std::size_t>(options.get_int("batch_messages"));
+  config.batch_bytes = static_cast<std::size_t>(options.get_int("batch_bytes"));
+  config.linger = std::chrono::microseconds(static_cast<std::int64_t>(options.get_float("batch_linger_ms") * 1000));
+  config.max_pending = static_cast<std::size_t>(options.get_int("max_pending"));
+  config.block_timeout = std::chrono::milliseconds(options.get_int("block_timeout_ms"));
+  auto sender = driver->open_sender(url, options);
+  return std::make_shared<Publisher>(std::move(sender), config, url.text);
+}
+
+Publisher::Publisher(std::shared_ptr<Sender> sender, PublisherConfig config, std::string url_text)
+    : sender_(std::move(sender)), config_(config), url_(std::move(url_text)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Publisher::~Publisher() {
+  try {
+    close(config_.block_timeout);
+  } catch (...) {
+    // A destructor must not throw; close() already failed every message it
+    // could not deliver, so their delivery results carry the reason.
+  }
+}
+
+bool Publisher::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+PublisherStats Publisher::stats() const {
+  std::lock_guard lock(mu_);
+  auto s = stats_;
+  s.pending = pending_;
+  return s;
+}
+
+std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
+                               const std::shared_ptr<DeliveryTracker>& tracker,
+                               std::size_t tracker_offset, Clock::duration wait) {
+  const auto deadline = Clock::now() + wait;
+  const auto stamp = now_ms();
+  std::unique_lock lock(mu_);
+  std::size_t done = 0;
+  while (start + done < msgs.size()) {
+    if (closed_) throw Error(ErrorCode::Closed, "publisher for " + url_ + " is closed");
+    if (pending_ >= config_.max_pending) {
+      if (!space_cv_.wait_until(lock, deadline, [&] { return pending_ < config_.max_pending || closed_; }))
+        break;
+      continue;
+    }
+    std::size_t take = std::min(config_.max_pending - pending_, msgs.size() - start - done);
+    if (queue_.empty()) first_queued_at_ = Clock::now();
+    for (std::size_t i = 0; i < take; ++i) {
+      std::size_t at = start + done + i;
+      auto& m = msgs[at];
+      if (m.timestamp_ms == 0) m.timestamp_ms = stamp;
+      queued_bytes_ += m.size_bytes();
+      queue_.push_back(Pending{std::move(m), tracker, at - start + tracker_offset});
+    }
+    pending_ += take;
+    done += take;
+    work_cv_.notify_one();
+  }
+  return done;
+}
+
+std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs) {
+  auto tracker = std::make_shared<DeliveryTracker>(msgs.size());
+  std::size_t n = enqueue(msgs, 0, tracker, 0, config_.block_timeout);
+  if (n < msgs.size()) {
+    Error err(ErrorCode::ResourceExhausted,
+              "publish queue of " + url_ + " stayed full (max_pending=" + std::to_string(config_.max_pending) +
+                  ") for block_timeout_ms=" + std::to_string(config_.block_timeout.count()) + "; messages " +
+                  std::to_string(n) + ".." + std::to_string(msgs.size() - 1) + " were not enqueued");
+    tracker->fail_rest(n, err);
+    throw err;
+  }
+  return tracker;
+}
+
+bool Publisher::batch_ready_locked() const {
+  return queue_.size() >= config_.batch_messages || queued_bytes_ >= config_.batch_bytes || flushers_ > 0 ||
+         closed_ || stopping_ || config_.linger.count() == 0;
+}
+
+void Publisher::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) break;  // stopping with nothing left
+    if (!batch_ready_locked()) {
+      work_cv_.wait_until(lock, first_queued_at_ + config_.linger, [&] { return batch_ready_locked(); });
+    }
+    auto batch = std::make_shared<InFlight>();
+    std::size_t bytes = 0;
+    while (!queue_.empty() && batch->msgs.size() < config_.batch_messages) {
+      auto size = queue_.front().msg.size_bytes();
+      if (!batch->msgs.empty() && bytes + size > config_.batch_bytes) break;
+      bytes += size;
+      auto& p = queue_.front();
+      batch->msgs.push_back(std::move(p.msg));
+      batch->targets.emplace_back(std::move(p.tracker), p.index);
+      queue_.pop_front();
+    }
+    queued_bytes_ -= bytes;
+    if (!queue_.empty()) first_queued_at_ = Clock::now();
+    const auto n = batch->msgs.size();
+    batch->remaining.store(n);
+    batch->reported.reset(new std::atomic<bool>[n]);
+    for (std::size_t i = 0; i < n; ++i) batch->reported[i].store(false, std::memory_order_relaxed);
+    in_flight_.push_back(batch);
+    stats_.batches_sent++;
+    stats_.messages_sent += n;
+    stats_.largest_batch = std::max(stats_.largest_batch, n);
+    lock.unlock();
+    InFlight* raw = batch.get();
+    try {
+      sender_->send_batch(raw->msgs, [this, raw](std::size_t i, const Error* e) { on_result(*raw, i, e); });
+    } catch (const Error& e) {
+      for (std::size_t i = 0; i < n; ++i) on_result(*raw, i, &e);
+    } catch (const std::exception& e) {
+      Error err(ErrorCode::Internal, std::string("driver send_batch failed: ") + e.what());
+      for (std::size_t i = 0; i < n; ++i) on_result(*raw, i, &err);
+    }
+    batch.reset();
+    lock.lock();
+  }
+}
+
+void Publisher::on_result(InFlight& batch, std::size_t i, const Error* error) {
+  if (i >= batch.msgs.size() || batch.reported[i].exchange(true)) return;  // a driver bug must not double count
+  auto& [tracker, index] = batch.targets[i];
+  tracker->complete(index, error);
+  if (error) {
+    batch.failed.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(mu_);
+    stats_.messages_failed++;
+    if (closed_) close_failures_.push_back(Undelivered{batch.msgs[i], *error});
+  }
+  if (batch.remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::lock_guard lock(mu_);
+  stats_.messages_delivered += batch.msgs.size() - batch.failed.load(std::memory_order_relaxed);
+  pending_ -= batch.msgs.size();
+  auto it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const auto& p) { return p.get() == &batch; });
+  if (it != in_flight_.end()) in_flight_.erase(it);  // may destroy `batch`: touch nothing after
+  space_cv_.notify_all();
+}
+
+bool Publisher::flush(Clock::duration timeout) {
+  std::unique_lock lock(mu_);
+  flushers_++;
+  work_cv_.notify_one();
+  bool ok = space_cv_.wait_for(lock, timeout, [&] { return pending_ == 0; });
+  flushers_--;
+  return ok;
+}
+
+std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
+  std::vector<Pending> dropped;
+  {
+    std::unique_lock lock(mu_);
+    if (closed_) return {};
+    closed_ = true;
+    work_cv_.notify_all();
+    space_cv_.notify_all();  // blocked publishers get Closed
+    bool drained = space_cv_.wait_for(lock, timeout, [&] { return pending_ == 0; });
+    if (!drained) {
+      pending_ -= queue_.size();
+      dropped.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+    stopping_ = true;
+    work_cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  // Fails whatever the driver still holds; on_result records those.
+  sender_->close();
+
+  std::vector<Undelivered> out;
+  Error err(ErrorCode::Closed, "publisher for " + url_ + " was closed before this message was sent");
+  for (auto& p : dropped) {
+    p.tracker->complete(p.index, &err);  // outside the lock: callbacks may call back in
+    out.push_back(Undelivered{std::move(p.msg), err});
+  }
+  std::lock_guard lock(mu_);
+  stats_.messages_failed += dropped.size();
+  for (auto& u : close_failures_) out.push_back(std::move(u));
+  close_failures_.clear();
+  return out;
+}
+
+}  // namespace omnibus

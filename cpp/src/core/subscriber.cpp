@@ -1,0 +1,150 @@
+#include "omnibus/subscriber.hpp"
+
+#include <map>
+
+#include "omnibus/error.hpp"
+
+namespace omnibus {
+
+std::vector<OptionSpec> Subscriber::portable_options() {
+  return {
+      {"prefetch", OptionType::Int, "1000", "messages fetched ahead of receive() into the local buffer", {}, 1},
+      {"auto_ack", OptionType::Bool, "true",
+       "ack each message when it is handed to the application (at-most-once processing); "
+       "false: call ack()/nack() yourself (at-least-once)"},
+  };
+}
+
+std::shared_ptr<Subscriber> Subscriber::open(const std::string& url_text,
+                                             const std::vector<std::pair<std::string, std::string>>& extra) {
+  Url url = Url::parse(url_text);
+  auto driver = DriverRegistry::instance().get(url.scheme);
+  auto specs = portable_options();
+  auto own = driver->receiver_options();
+  specs.insert(specs.end(), own.begin(), own.end());
+  auto given = url.query;
+  given.insert(given.end(), extra.begin(), extra.end());
+  auto options = OptionValues::parse(specs, given, url.scheme + ":// subscriber");
+  SubscriberConfig config;
+  config.prefetch = static_cast<std::size_t>(options.get_int("prefetch"));
+  config.auto_ack = options.get_bool("auto_ack");
+  ReceiverSettings settings;
+  settings.manual_ack = !config.auto_ack;
+  auto receiver = driver->open_receiver(url, options, settings);
+  return std::make_shared<Subscriber>(std::move(receiver), config, url.text);
+}
+
+Subscriber::Subscriber(std::shared_ptr<Receiver> receiver, SubscriberConfig config, std::string url_text)
+    : receiver_(std::move(receiver)), config_(config), url_(std::move(url_text)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Subscriber::~Subscriber() { close(); }
+
+bool Subscriber::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+std::size_t Subscriber::buffered() const {
+  std::lock_guard lock(mu_);
+  return buffer_.size();
+}
+
+void Subscriber::run() {
+  for (;;) {
+    std::size_t room;
+    {
+      std::unique_lock lock(mu_);
+      space_cv_.wait(lock, [&] { return closed_ || buffer_.size() < config_.prefetch; });
+      if (closed_) return;
+      room = config_.prefetch - buffer_.size();
+    }
+    std::vector<MessagePtr> got;
+    try {
+      // Short slices so that close() is noticed within 100 ms.
+      got = receiver_->receive_batch(room, std::chrono::milliseconds(100));
+    } catch (...) {
+      std::lock_guard lock(mu_);
+      if (!closed_) fetch_error_ = std::current_exception();
+      data_cv_.notify_all();
+      return;
+    }
+    if (got.empty()) continue;
+    std::lock_guard lock(mu_);
+    for (auto& m : got) buffer_.push_back(std::move(m));
+    data_cv_.notify_all();
+  }
+}
+
+std::vector<MessagePtr> Subscriber::receive_batch(std::size_t max, Clock::duration timeout) {
+  std::vector<MessagePtr> out;
+  {
+    std::unique_lock lock(mu_);
+    data_cv_.wait_for(lock, timeout, [&] { return !buffer_.empty() || closed_ || fetch_error_; });
+    if (closed_) throw Error(ErrorCode::Closed, "subscriber for " + url_ + " is closed");
+    if (buffer_.empty()) {
+      if (fetch_error_) std::rethrow_exception(fetch_error_);
+      return out;
+    }
+    std::size_t n = std::min(max, buffer_.size());
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      out.push_back(std::move(buffer_.front()));
+      buffer_.pop_front();
+    }
+    space_cv_.notify_one();
+  }
+  if (config_.auto_ack) ack(out);
+  return out;
+}
+
+namespace {
+// Groups the unsettled messages by receiver so that each gets one call.
+std::map<Receiver*, std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>> group_unsettled(
+    const std::vector<MessagePtr>& msgs, bool mark) {
+  std::map<Receiver*, std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>> by;
+  for (const auto& m : msgs) {
+    if (!m || !m->receiver()) continue;
+    if (mark ? !m->mark_settled() : m->settled()) continue;
+    auto& slot = by[m->receiver().get()];
+    slot.first = m->receiver();
+    slot.second.push_back(m->ack_id());
+  }
+  return by;
+}
+}  // namespace
+
+void Subscriber::ack(const std::vector<MessagePtr>& msgs) {
+  for (auto& [_, slot] : group_unsettled(msgs, true)) slot.first->ack(slot.second);
+}
+
+void Subscriber::nack(const std::vector<MessagePtr>& msgs) {
+  auto by = group_unsettled(msgs, false);
+  for (auto& [_, slot] : by) {
+    if (!slot.first->capabilities().nack)
+      throw Error(ErrorCode::Unsupported,
+                  "nack is not supported by this protocol/configuration (capabilities().nack is False); "
+                  "ack the message or let the subscriber close to return it");
+  }
+  for (const auto& m : msgs) {
+    if (m) m->mark_settled();
+  }
+  for (auto& [_, slot] : by) slot.first->nack(slot.second);
+}
+
+void Subscriber::close() {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    data_cv_.notify_all();
+    space_cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  receiver_->close();  // unacked and buffered messages go back to the broker
+  std::lock_guard lock(mu_);
+  buffer_.clear();
+}
+
+}  // namespace omnibus

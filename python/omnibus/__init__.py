@@ -1,0 +1,130 @@
+"""omnibus: one messaging engine for MQTT, Kafka, RabbitMQ, NATS and in-process mem://.
+
+A URL picks the protocol and carries its options::
+
+    import omnibus
+
+    with omnibus.subscriber("mem://orders", codec="json") as sub, \\
+         omnibus.publisher("mem://orders", codec="json") as pub:
+        pub.publish({"id": 1}, key="customer-7").result(timeout=5)
+        msg = sub.receive(timeout=5)
+        print(msg.value, msg.key, msg.headers)
+
+Options come from the URL query (``mem://orders?prefetch=10``) or keyword
+arguments (``prefetch=10``); ``omnibus.drivers()`` lists every option of every
+driver with its type, default and meaning. Errors are ``omnibus.Error``
+subclasses that also inherit the matching builtin (``InvalidArgument`` is a
+``ValueError``, ``Timeout`` a ``TimeoutError``, ...). ``omnibus.aio`` has the
+same API for asyncio.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from . import _core
+from ._core import (
+    Closed,
+    CodecError,
+    Delivery,
+    Error,
+    InternalError,
+    InvalidArgument,
+    Message,
+    NotFound,
+    Publisher,
+    ResourceExhausted,
+    Subscriber,
+    Timeout,
+    Unavailable,
+    Undelivered,
+    Unsupported,
+)
+from .codecs import Codec, CodecLike, codec_names, register_codec, resolve_codec, unregister_codec
+
+__version__ = "0.1.0"
+
+OptionValue = Union[bool, int, float, str]
+
+__all__ = [
+    "Closed",
+    "Codec",
+    "CodecError",
+    "CodecLike",
+    "Delivery",
+    "Error",
+    "InternalError",
+    "InvalidArgument",
+    "Message",
+    "NotFound",
+    "OptionValue",
+    "Publisher",
+    "ResourceExhausted",
+    "Subscriber",
+    "Timeout",
+    "Unavailable",
+    "Undelivered",
+    "Unsupported",
+    "codec_names",
+    "drivers",
+    "option_pairs",
+    "publisher",
+    "register_codec",
+    "subscriber",
+    "unavailable_drivers",
+    "unregister_codec",
+]
+
+
+def option_pairs(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Keyword options as the engine takes them: (name, text) pairs.
+
+    Only bool, int, float and str are option values; the engine then checks
+    each against the driver's declared type and names the valid options when a
+    name is unknown.
+    """
+    pairs: list[tuple[str, str]] = []
+    for name, value in options.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float, str)):
+            text = str(value)
+        else:
+            raise InvalidArgument(
+                f"option {name!r} must be a bool, int, float or str, got {type(value).__name__} ({value!r})"
+            )
+        pairs.append((name, text))
+    return pairs
+
+
+def publisher(url: str, *, codec: CodecLike = "raw", **options: OptionValue) -> Publisher:
+    """Open a publisher for ``url`` (``mem://topic``, later kafka://, mqtt://, amqp://, nats://).
+
+    ``codec`` encodes each value: "raw" (bytes, the default), "text", "json",
+    "msgpack", a registered name or a codec object. ``options`` override the
+    URL's query options. Portable options: batch_messages, batch_bytes,
+    batch_linger_ms, max_pending, block_timeout_ms; see drivers() for all.
+    Use it as a context manager: leaving the block flushes and closes it.
+    """
+    return Publisher(url, option_pairs(options), resolve_codec(codec))
+
+
+def subscriber(url: str, *, codec: CodecLike = "raw", **options: OptionValue) -> Subscriber:
+    """Open a subscriber for ``url``; iterate over it or call receive()/receive_batch().
+
+    Portable options: prefetch (messages fetched ahead), auto_ack (default
+    True: a message is acked when handed to you; False: call msg.ack() or
+    msg.nack() yourself for at-least-once processing). mem:// adds group (competing
+    consumers) and ack_deadline_ms.
+    """
+    return Subscriber(url, option_pairs(options), resolve_codec(codec))
+
+
+def drivers() -> list[dict[str, Any]]:
+    """The drivers in this build, each with its scheme, description and options."""
+    return list(_core.drivers())
+
+
+def unavailable_drivers() -> dict[str, str]:
+    """Protocol schemes without a driver in this build, with the reason."""
+    return dict(_core.unavailable_drivers())

@@ -1,0 +1,5 @@
+import sys
+
+from omnibus.cli import main
+
+sys.exit(main())

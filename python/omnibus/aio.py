@@ -1,0 +1,194 @@
+"""asyncio API: the same publishers and subscribers, awaitable.
+
+::
+
+    import omnibus.aio
+
+    async with omnibus.aio.subscriber("mem://t", codec="json") as sub, \\
+               omnibus.aio.publisher("mem://t", codec="json") as pub:
+        await pub.publish_and_wait({"n": 1})
+        msg = await sub.receive(timeout=5)
+        async for msg in sub: ...
+
+Delivery results complete asyncio futures through loop.call_soon_threadsafe.
+Waits that would block (a full publish queue, an empty subscriber) run on one
+worker thread owned by the object and released by close(); the event loop
+never blocks. Opening connects synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from . import _core, publisher as _open_publisher, subscriber as _open_subscriber
+from ._core import Delivery, Message, ResourceExhausted
+from .codecs import CodecLike
+
+__all__ = ["Publisher", "Subscriber", "delivery_future", "publisher", "subscriber"]
+
+# Waits on the worker thread run in short slices, so that close() and
+# cancellation are noticed promptly.
+_SLICE = 0.1
+
+
+def delivery_future(delivery: Delivery, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Future[None]:
+    """An asyncio future resolved with the delivery's result (None or its exception)."""
+    loop = loop or asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def settle(d: Delivery) -> None:
+        if fut.cancelled():
+            return
+        exc = d.exception(0)
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+    def done(d: Delivery) -> None:  # runs on an engine thread
+        loop.call_soon_threadsafe(settle, d)
+
+    delivery.add_done_callback(done)
+    return fut
+
+
+class Publisher:
+    """Async wrapper of omnibus.Publisher; create with omnibus.aio.publisher()."""
+
+    def __init__(self, sync: _core.Publisher) -> None:
+        self.sync = sync
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="omnibus-aio-pub")
+
+    async def publish(
+        self, value: Any, *, key: bytes | str | None = None, headers: Any = None, timestamp_ms: int | None = None
+    ) -> asyncio.Future[None]:
+        """Queue one message; returns a future of its delivery (await it, or not)."""
+        try:
+            d = self.sync.publish(value, key=key, headers=headers, timestamp_ms=timestamp_ms, block_timeout=0)
+        except ResourceExhausted:
+            # The queue is full: wait for room on the worker, not on the loop.
+            d = await self._run(
+                lambda: self.sync.publish(value, key=key, headers=headers, timestamp_ms=timestamp_ms)
+            )
+        return delivery_future(d)
+
+    async def publish_and_wait(self, value: Any, **kwargs: Any) -> None:
+        """Publish and wait for the broker's confirmation; raises the delivery error."""
+        await (await self.publish(value, **kwargs))
+
+    async def publish_many(
+        self, values: Sequence[Any], *, keys: Sequence[Any] | None = None, headers: Sequence[Any] | None = None
+    ) -> asyncio.Future[None]:
+        """Queue a batch in one call; returns one future for the whole batch."""
+        d = await self._run(lambda: self.sync.publish_many(values, keys=keys, headers=headers))
+        return delivery_future(d)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        return bool(await self._run(lambda: self.sync.flush(timeout)))
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        try:
+            await self._run(lambda: self.sync.close(timeout))
+        finally:
+            self._worker.shutdown(wait=True)
+
+    def capabilities(self) -> dict[str, Any]:
+        return dict(self.sync.capabilities())
+
+    async def _run(self, fn: Any) -> Any:
+        return await asyncio.wrap_future(self._worker.submit(fn))
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Subscriber:
+    """Async wrapper of omnibus.Subscriber; create with omnibus.aio.subscriber()."""
+
+    def __init__(self, sync: _core.Subscriber) -> None:
+        self.sync = sync
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="omnibus-aio-sub")
+        # Messages fetched by the worker for a receive() that was cancelled
+        # meanwhile; handed out first, so that none is lost.
+        self._stash: collections.deque[Message] = collections.deque()
+
+    async def receive_batch(self, max_messages: int = 1000, timeout: float | None = None) -> list[Message]:
+        """Up to max_messages; waits up to timeout (None: forever) for the first; [] on timeout."""
+        if self._stash:
+            n = min(max_messages, len(self._stash))
+            return [self._stash.popleft() for _ in range(n)]
+        got = self.sync.receive_batch(max_messages, 0)
+        if got:
+            return list(got)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = _SLICE if deadline is None else min(_SLICE, max(0.0, deadline - loop.time()))
+            cf = self._worker.submit(self.sync.receive_batch, max_messages, remaining)
+            try:
+                got = await asyncio.wrap_future(cf)
+            except asyncio.CancelledError:
+                cf.add_done_callback(self._keep)
+                raise
+            if got or (deadline is not None and loop.time() >= deadline):
+                return list(got)
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """Next message; raises omnibus.Timeout when none came within timeout seconds."""
+        got = await self.receive_batch(1, timeout)
+        if not got:
+            raise _core.Timeout(f"no message on {self.sync.url} within {timeout} s")
+        return got[0]
+
+    def _keep(self, cf: concurrent.futures.Future[list[Message]]) -> None:
+        if not cf.cancelled() and cf.exception() is None:
+            self._stash.extend(cf.result())
+
+    async def ack(self, messages: Message | Iterable[Message]) -> None:
+        self.sync.ack(messages)
+
+    async def nack(self, messages: Message | Iterable[Message]) -> None:
+        self.sync.nack(messages)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wrap_future(self._worker.submit(self.sync.close))
+        finally:
+            self._worker.shutdown(wait=True)
+            self._stash.clear()
+
+    def capabilities(self) -> dict[str, Any]:
+        return dict(self.sync.capabilities())
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.receive()
+            except _core.Closed:
+                return
+
+    async def __aenter__(self) -> Subscriber:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def publisher(url: str, *, codec: CodecLike = "raw", **options: Any) -> Publisher:
+    """Like omnibus.publisher(), for asyncio."""
+    return Publisher(_open_publisher(url, codec=codec, **options))
+
+
+def subscriber(url: str, *, codec: CodecLike = "raw", **options: Any) -> Subscriber:
+    """Like omnibus.subscriber(), for asyncio."""
+    return Subscriber(_open_subscriber(url, codec=codec, **options))

@@ -1,0 +1,68 @@
+"""The omnibus command line: ``omnibus demo``, ``omnibus drivers``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import omnibus
+
+from . import quickbench
+
+
+def _demo(args: argparse.Namespace) -> int:
+    print(f"omnibus {omnibus.__version__}: mem:// round trip, {args.size}-byte messages")
+    with omnibus.subscriber("mem://demo", codec="json", auto_ack=False) as sub, \
+            omnibus.publisher("mem://demo", codec="json") as pub:
+        pub.publish({"sensor": "t1", "celsius": 21.5}, key="t1", headers={"unit": "C"}).result(timeout=10)
+        msg = sub.receive(timeout=10)
+        msg.ack()
+        print(f"  round trip: value={msg.value} key={msg.key!r} headers={msg.headers} attempt={msg.delivery_attempt}")
+    figures = [
+        quickbench.publish_per_call(args.messages, args.size),
+        quickbench.publish_many(args.messages, args.size),
+        quickbench.end_to_end(args.messages, args.size),
+        quickbench.peer_simple_queue(args.messages, args.size),
+    ]
+    width = max(len(f.name) for f in figures)
+    for f in figures:
+        print(f"  {f.name:<{width}}  {f.rate:>12,.0f} msg/s  ({f.messages:,} messages in {f.seconds:.3f} s)")
+    ratio = figures[2].rate / figures[3].rate
+    print(f"  end to end vs queue.SimpleQueue: {ratio:.2f}x")
+    missing = omnibus.unavailable_drivers()
+    if missing:
+        print("  not in this build yet: " + ", ".join(f"{s}://" for s in sorted(missing)))
+    return 0
+
+
+def _drivers(args: argparse.Namespace) -> int:
+    for d in omnibus.drivers():
+        print(f"{d['scheme']}://  {d['description']}")
+        for role in ("publisher_options", "subscriber_options"):
+            print(f"  {role.replace('_', ' ')}:")
+            for o in d[role]:
+                choices = f" {'|'.join(o['choices'])}" if o["choices"] else ""
+                print(f"    {o['name']} ({o['type']}{choices}, default {o['default'] or repr('')}): {o['doc']}")
+    for scheme, why in sorted(omnibus.unavailable_drivers().items()):
+        print(f"{scheme}://  unavailable: {why}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="a mem:// round trip and its throughput")
+    demo.add_argument("--messages", type=int, default=1_000_000, help="messages per measurement")
+    demo.add_argument("--size", type=int, default=100, help="payload bytes")
+    demo.set_defaults(fn=_demo)
+    drivers = sub.add_parser("drivers", help="list drivers and their options")
+    drivers.set_defaults(fn=_drivers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
