@@ -130,6 +130,8 @@ struct BadUtf8 {
   const char* what;
 };
 
+void PrintTo(const BadUtf8& p, std::ostream* os) { *os << p.what; }
+
 class InvalidUtf8 : public ::testing::TestWithParam<BadUtf8> {};
 
 TEST_P(InvalidUtf8, IsCodecErrorNamingTheByteOffset) {

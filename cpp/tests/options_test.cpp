@@ -82,6 +82,8 @@ struct BadValue {
   const char* expected;  // what the message says the option expects
 };
 
+void PrintTo(const BadValue& p, std::ostream* os) { *os << p.name << "=" << p.value; }
+
 class BadOptionValue : public ::testing::TestWithParam<BadValue> {};
 
 TEST_P(BadOptionValue, IsInvalidArgumentNamingOptionOwnerValueAndExpectation) {

@@ -133,6 +133,14 @@ struct BadUrl {
   const char* why;  // must appear in the message
 };
 
+// Names the ctest case after the URL, with control characters escaped.
+void PrintTo(const BadUrl& p, std::ostream* os) {
+  for (const char* c = p.url; *c; ++c) {
+    if (static_cast<unsigned char>(*c) < 0x20) *os << "<" << int(*c) << ">";
+    else *os << *c;
+  }
+}
+
 class MalformedUrl : public ::testing::TestWithParam<BadUrl> {};
 
 TEST_P(MalformedUrl, IsInvalidArgumentNamingUrlAndReason) {

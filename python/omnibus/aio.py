@@ -61,7 +61,8 @@ class Publisher:
 
     def __init__(self, sync: _core.Publisher) -> None:
         self.sync = sync
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="omnibus-aio-pub")
+        # Several workers: a flush() must not queue behind a publish blocked on a full queue.
+        self._worker = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="omnibus-aio-pub")
 
     async def publish(
         self, value: Any, *, key: bytes | str | None = None, headers: Any = None, timestamp_ms: int | None = None
@@ -121,15 +122,13 @@ class Subscriber:
 
     async def receive_batch(self, max_messages: int = 1000, timeout: float | None = None) -> list[Message]:
         """Up to max_messages; waits up to timeout (None: forever) for the first; [] on timeout."""
-        if self._stash:
-            n = min(max_messages, len(self._stash))
-            return [self._stash.popleft() for _ in range(n)]
-        got = self.sync.receive_batch(max_messages, 0)
-        if got:
-            return list(got)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
+            # Messages a cancelled receive left behind are older: they go first.
+            got = self._stash_first(self.sync.receive_batch(max_messages, 0), max_messages)
+            if got:
+                return got
             remaining = _SLICE if deadline is None else min(_SLICE, max(0.0, deadline - loop.time()))
             cf = self._worker.submit(self.sync.receive_batch, max_messages, remaining)
             try:
@@ -137,8 +136,15 @@ class Subscriber:
             except asyncio.CancelledError:
                 cf.add_done_callback(self._keep)
                 raise
+            got = self._stash_first(got, max_messages)
             if got or (deadline is not None and loop.time() >= deadline):
-                return list(got)
+                return got
+
+    def _stash_first(self, got: list[Message], max_messages: int) -> list[Message]:
+        if not self._stash:
+            return list(got)
+        self._stash.extend(got)
+        return [self._stash.popleft() for _ in range(min(max_messages, len(self._stash)))]
 
     async def receive(self, timeout: float | None = None) -> Message:
         """Next message; raises omnibus.Timeout when none came within timeout seconds."""

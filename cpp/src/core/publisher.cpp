@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "core/open.hpp"
+#include "omnibus/subscriber.hpp"
+
 namespace omnibus {
 
 // ---------------------------------------------------------------- DeliveryTracker
@@ -78,14 +81,14 @@ std::vector<OptionSpec> Publisher::portable_options() {
 
 std::shared_ptr<Publisher> Publisher::open(const std::string& url_text,
                                            const std::vector<std::pair<std::string, std::string>>& extra) {
-  Url url = Url::parse(url_text);
-  auto driver = DriverRegistry::instance().get(url.scheme);
-  auto specs = portable_options();
-  auto own = driver->sender_options();
-  specs.insert(specs.end(), own.begin(), own.end());
-  auto given = url.query;
-  given.insert(given.end(), extra.begin(), extra.end());
-  auto options = OptionValues::parse(specs, given, url.scheme + ":// publisher");
+  auto driver = DriverRegistry::instance().get(Url::parse(url_text).scheme);
+  auto own = portable_options();
+  auto theirs = driver->sender_options();
+  own.insert(own.end(), theirs.begin(), theirs.end());
+  auto other = Subscriber::portable_options();
+  auto receiver = driver->receiver_options();
+  other.insert(other.end(), receiver.begin(), receiver.end());
+  auto [url, _, options] = detail::open_url(url_text, extra, "publisher", own, other);
 
   PublisherConfig config;
   config.batch_messages = static_cast<std::size_t>(options.get_int("batch_messages"));

@@ -2,7 +2,9 @@
 
 #include <map>
 
+#include "core/open.hpp"
 #include "omnibus/error.hpp"
+#include "omnibus/publisher.hpp"
 
 namespace omnibus {
 
@@ -17,14 +19,14 @@ std::vector<OptionSpec> Subscriber::portable_options() {
 
 std::shared_ptr<Subscriber> Subscriber::open(const std::string& url_text,
                                              const std::vector<std::pair<std::string, std::string>>& extra) {
-  Url url = Url::parse(url_text);
-  auto driver = DriverRegistry::instance().get(url.scheme);
-  auto specs = portable_options();
-  auto own = driver->receiver_options();
-  specs.insert(specs.end(), own.begin(), own.end());
-  auto given = url.query;
-  given.insert(given.end(), extra.begin(), extra.end());
-  auto options = OptionValues::parse(specs, given, url.scheme + ":// subscriber");
+  auto driver = DriverRegistry::instance().get(Url::parse(url_text).scheme);
+  auto own = portable_options();
+  auto theirs = driver->receiver_options();
+  own.insert(own.end(), theirs.begin(), theirs.end());
+  auto other = Publisher::portable_options();
+  auto sender = driver->sender_options();
+  other.insert(other.end(), sender.begin(), sender.end());
+  auto [url, _, options] = detail::open_url(url_text, extra, "subscriber", own, other);
   SubscriberConfig config;
   config.prefetch = static_cast<std::size_t>(options.get_int("prefetch"));
   config.auto_ack = options.get_bool("auto_ack");

@@ -67,6 +67,20 @@ HostPort parse_host(std::string_view url_text, std::string_view item) {
 
 }  // namespace
 
+namespace {
+// A bad escape is reported like every other parse error: naming the redacted
+// URL, and never echoing the password it was found in.
+std::string decode_part(std::string_view url_text, std::string_view s, const std::string& what,
+                        bool secret = false) {
+  try {
+    return percent_decode(s, what);
+  } catch (const Error& e) {
+    if (secret) bad(url_text, "bad percent-escape in " + what + ": '%' must be followed by two hex digits");
+    bad(url_text, e.what());
+  }
+}
+}  // namespace
+
 std::string percent_decode(std::string_view s, std::string_view what) {
   std::string out;
   out.reserve(s.size());
@@ -105,6 +119,16 @@ std::string Url::redact(std::string_view text) {
 }
 
 Url Url::parse(std::string_view text) {
+  try {
+    return parse_unchecked(text);
+  } catch (const Error& e) {
+    // Percent-decoding errors do not know the URL; name it here.
+    if (std::string_view(e.what()).rfind("malformed URL", 0) == 0) throw;
+    bad(text, e.what());
+  }
+}
+
+Url Url::parse_unchecked(std::string_view text) {
   Url url;
   url.text = redact(text);
   auto sep = text.find("://");
@@ -130,8 +154,8 @@ Url Url::parse(std::string_view text) {
     url.has_userinfo = true;
     auto userinfo = authority.substr(0, at);
     auto colon = userinfo.find(':');
-    url.user = percent_decode(userinfo.substr(0, colon), "user name");
-    if (colon != std::string_view::npos) url.password = percent_decode(userinfo.substr(colon + 1), "password");
+    url.user = decode_part(text, userinfo.substr(0, colon), "user name");
+    if (colon != std::string_view::npos) url.password = decode_part(text, userinfo.substr(colon + 1), "password", true);
     authority = authority.substr(at + 1);
   }
   std::size_t pos = 0;
@@ -148,7 +172,7 @@ Url Url::parse(std::string_view text) {
   auto q = rest.find('?');
   std::string_view path = rest.substr(0, q);
   if (q != std::string_view::npos) query = rest.substr(q + 1);
-  if (!path.empty()) url.path = percent_decode(path.substr(1), "path");
+  if (!path.empty()) url.path = decode_part(text, path.substr(1), "path");
 
   while (!query.empty()) {
     auto amp = query.find('&');
@@ -156,10 +180,10 @@ Url Url::parse(std::string_view text) {
     query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
     if (pair.empty()) continue;
     auto eq = pair.find('=');
-    std::string name = percent_decode(pair.substr(0, eq), "query option name");
+    std::string name = decode_part(text, pair.substr(0, eq), "query option name");
     if (name.empty()) bad(text, "query option without a name");
     // "?flag" alone means flag=true, as in most URL-configured clients.
-    std::string value = eq == std::string_view::npos ? "true" : percent_decode(pair.substr(eq + 1), "query option '" + name + "'");
+    std::string value = eq == std::string_view::npos ? "true" : decode_part(text, pair.substr(eq + 1), "query option '" + name + "'");
     url.query.emplace_back(std::move(name), std::move(value));
   }
   return url;

@@ -241,15 +241,17 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
   void expire_locked() {
     auto now = SteadyClock::now();
     std::vector<MemReceiver*> wake;
-    auto consumers = group_->consumers;  // dispatch does not change membership
-    for (auto* c : consumers) {
+    std::vector<Entry> expired;
+    for (auto* c : group_->consumers) {
       auto& q = c->unacked_;
       while (!q.empty() && (!q.front().live || q.front().deadline <= now)) {
-        if (q.front().live) dispatch_locked(*group_, std::move(q.front().entry), true, wake);
+        if (q.front().live) expired.push_back(std::move(q.front().entry));
         q.pop_front();
         c->base_id_++;
       }
     }
+    // Redeliver in reverse so that pushing each to the front keeps their order, as nack does.
+    for (auto it = expired.rbegin(); it != expired.rend(); ++it) dispatch_locked(*group_, std::move(*it), true, wake);
     notify_locked(wake);
   }
 

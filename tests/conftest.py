@@ -1,0 +1,85 @@
+"""Shared fixtures. The conformance suite runs once per target in TARGETS.
+
+A target is a driver plus a way to make a fresh topic URL. mem:// is always a
+target; the protocol drivers add theirs here (from the brokers the test
+session starts), and every conformance test runs against them unchanged:
+capabilities decide what is skipped, and the skip says why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import omnibus
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    make_url: Callable[[str], str]
+
+    def url(self, **options: Any) -> str:
+        """A URL of a topic no other test uses, with `options` in its query."""
+        base = self.make_url(f"t{os.getpid()}-{next(_names)}")
+        if not options:
+            return base
+        sep = "&" if "?" in base else "?"
+        return base + sep + "&".join(f"{k}={_text(v)}" for k, v in options.items())
+
+    def capabilities(self) -> dict[str, Any]:
+        with omnibus.publisher(self.url()) as pub:
+            return dict(pub.capabilities())
+
+
+def _text(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+TARGETS = [Target("mem", lambda topic: f"mem://{topic}")]
+
+
+@pytest.fixture(params=TARGETS, ids=lambda t: t.name)
+def target(request: pytest.FixtureRequest) -> Target:
+    return request.param
+
+
+def require(target: Target, capability: str) -> None:
+    """Skip, naming the reason, when the target's protocol cannot do `capability`."""
+    caps = target.capabilities()
+    if not caps.get(capability):
+        pytest.skip(f"{target.name}:// cannot do {capability} (capabilities()[{capability!r}] is {caps.get(capability)!r})")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until true or `timeout` seconds passed; returns its last value.
+
+    Tests wait on conditions, never on fixed sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def receive_n(sub: omnibus.Subscriber, n: int, timeout: float = 10.0) -> list[omnibus.Message]:
+    """Exactly n messages (fails the test when fewer arrive within `timeout`)."""
+    got: list[omnibus.Message] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"received {len(got)} of {n} messages within {timeout} s")
+        got.extend(sub.receive_batch(n - len(got), timeout=left))
+    return got

@@ -1,0 +1,308 @@
+"""The conformance suite: every driver passes it (see conftest.TARGETS)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import omnibus
+from conftest import Target, receive_n, require
+
+
+def test_round_trip(target: Target) -> None:
+    url = target.url()
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        before = time.time() * 1000
+        pub.publish(b"hello", key=b"k1", headers={"trace": b"abc"}).result(timeout=10)
+        msg = sub.receive(timeout=10)
+    assert bytes(msg.payload) == b"hello"
+    assert msg.value == b"hello"
+    assert msg.key == b"k1"
+    assert msg.headers == [("trace", b"abc")]
+    assert msg.delivery_attempt == 1
+    assert msg.timestamp_ms >= before - 1000  # stamped at publish, same clock
+    assert isinstance(msg.topic, str) and msg.topic
+
+
+def test_payload_is_a_read_only_zero_copy_buffer(target: Target) -> None:
+    url = target.url()
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"abc").result(timeout=10)
+        msg = sub.receive(timeout=10)
+    view = msg.payload
+    assert view.readonly
+    assert view.obj is msg  # the buffer is the message's own, not a copy
+    with pytest.raises(TypeError):
+        view[0] = 0  # type: ignore[index]
+    assert bytes(memoryview(msg)) == b"abc" and len(msg) == 3
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x00\x01\x00binary\x00", bytes(range(256)) * 4096],  # the last is 1 MiB
+    ids=["empty", "nul-bytes", "1MiB"],
+)
+def test_payloads(target: Target, payload: bytes) -> None:
+    caps = target.capabilities()
+    if caps["max_message_bytes"] and len(payload) > caps["max_message_bytes"]:
+        pytest.skip(f"{target.name}:// max_message_bytes is {caps['max_message_bytes']}")
+    url = target.url()
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        pub.publish(payload).result(timeout=10)
+        assert bytes(sub.receive(timeout=10).payload) == payload
+
+
+def test_unicode_text(target: Target) -> None:
+    url = target.url()
+    text = "Grüße, 世界! 🚀 \u0000 end"
+    with omnibus.subscriber(url, codec="text") as sub, omnibus.publisher(url, codec="text") as pub:
+        pub.publish(text).result(timeout=10)
+        msg = sub.receive(timeout=10)
+    assert msg.value == text
+    assert bytes(msg.payload) == text.encode("utf-8")
+
+
+def test_headers_round_trip(target: Target) -> None:
+    require(target, "headers")
+    url = target.url()
+    headers = [("b", b"1"), ("a", b"\x00\xff"), ("b", b"2"), ("ключ", "значение")]
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"x", headers=headers).result(timeout=10)
+        msg = sub.receive(timeout=10)
+    # Order and repeats are kept; str values travel as UTF-8.
+    assert msg.headers == [("b", b"1"), ("a", b"\x00\xff"), ("b", b"2"), ("ключ", "значение".encode())]
+    assert msg.header("b") == b"1"
+    assert msg.header("missing") is None
+
+
+def test_batch_publish(target: Target) -> None:
+    url = target.url()
+    values = [f"m{i}".encode() for i in range(1000)]
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        delivery = pub.publish_many(values)
+        delivery.result(timeout=10)
+        assert len(delivery) == 1000 and delivery.done() and delivery.failures() == []
+        got = receive_n(sub, 1000)
+    assert sorted(bytes(m.payload) for m in got) == sorted(values)
+
+
+def test_per_key_order(target: Target) -> None:
+    require(target, "ordered_per_key")
+    url = target.url()
+    keys = [b"k0", b"k1", b"k2"]
+    n = 300
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url, batch_messages=7) as pub:
+        for i in range(n):
+            pub.publish(str(i).encode(), key=keys[i % 3])
+        assert pub.flush(timeout=10)
+        got = receive_n(sub, n)
+    for key in keys:
+        seq = [int(bytes(m.payload)) for m in got if m.key == key]
+        assert seq == sorted(seq) and len(seq) == n // 3
+
+
+def test_per_key_order_with_competing_consumers(target: Target) -> None:
+    require(target, "competing_consumers")
+    require(target, "ordered_per_key")
+    url = target.url(group="workers")
+    keys = [f"device-{i}".encode() for i in range(10)]
+    n = 1000
+    with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b, omnibus.publisher(url) as pub:
+        pub.publish_many([str(i).encode() for i in range(n)], keys=[keys[i % 10] for i in range(n)]).result(timeout=10)
+        got_a: list[omnibus.Message] = []
+        got_b: list[omnibus.Message] = []
+        deadline = time.monotonic() + 10
+        while len(got_a) + len(got_b) < n and time.monotonic() < deadline:
+            got_a += a.receive_batch(1000, timeout=0.05)
+            got_b += b.receive_batch(1000, timeout=0.05)
+    assert len(got_a) + len(got_b) == n
+    for got in (got_a, got_b):
+        for key in keys:
+            seq = [int(bytes(m.payload)) for m in got if m.key == key]
+            assert seq == sorted(seq)
+    # Each key went to one consumer only.
+    assert not ({m.key for m in got_a} & {m.key for m in got_b})
+
+
+def test_fan_out_to_every_subscription(target: Target) -> None:
+    url = target.url()
+    with omnibus.subscriber(url) as s1, omnibus.subscriber(url) as s2, omnibus.publisher(url) as pub:
+        pub.publish_many([b"a", b"b", b"c"]).result(timeout=10)
+        for sub in (s1, s2):
+            assert sorted(bytes(m.payload) for m in receive_n(sub, 3)) == [b"a", b"b", b"c"]
+
+
+def test_competing_consumers_share_without_duplicates(target: Target) -> None:
+    require(target, "competing_consumers")
+    url = target.url(group="g")
+    n = 2000
+    with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b, omnibus.publisher(url) as pub:
+        pub.publish_many([str(i).encode() for i in range(n)]).result(timeout=10)
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 10
+        counts = [0, 0]
+        while len(seen) < n and time.monotonic() < deadline:
+            for i, sub in enumerate((a, b)):
+                got = sub.receive_batch(1000, timeout=0.05)
+                counts[i] += len(got)
+                seen += [bytes(m.payload) for m in got]
+    assert sorted(seen) == sorted(str(i).encode() for i in range(n))
+    assert counts[0] > 0 and counts[1] > 0, f"one consumer got everything: {counts}"
+
+
+def test_ack_nack_redelivery(target: Target) -> None:
+    require(target, "nack")
+    url = target.url()
+    with omnibus.subscriber(url, auto_ack=False) as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"job").result(timeout=10)
+        first = sub.receive(timeout=10)
+        assert first.delivery_attempt == 1 and not first.settled
+        first.nack()
+        again = sub.receive(timeout=10)
+        assert bytes(again.payload) == b"job" and again.delivery_attempt == 2
+        again.ack()
+        again.ack()  # settling twice is harmless
+        # An acked message does not come back: the next one is the sentinel.
+        pub.publish(b"sentinel").result(timeout=10)
+        assert bytes(sub.receive(timeout=10).payload) == b"sentinel"
+
+
+def test_batch_ack_and_nack(target: Target) -> None:
+    require(target, "nack")
+    url = target.url()
+    with omnibus.subscriber(url, auto_ack=False) as sub, omnibus.publisher(url) as pub:
+        pub.publish_many([b"1", b"2", b"3", b"4"]).result(timeout=10)
+        got = receive_n(sub, 4)
+        sub.ack(got[:2])
+        sub.nack(got[2:])
+        back = receive_n(sub, 2)
+        assert sorted(bytes(m.payload) for m in back) == sorted(bytes(m.payload) for m in got[2:])
+        assert all(m.delivery_attempt == 2 for m in back)
+        sub.ack(back)
+
+
+def test_ack_deadline_redelivers(target: Target) -> None:
+    require(target, "ack_deadline")
+    url = target.url(ack_deadline_ms=200)
+    with omnibus.subscriber(url, auto_ack=False) as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"slow").result(timeout=10)
+        first = sub.receive(timeout=10)
+        again = sub.receive(timeout=10)  # never acked: comes back after the deadline
+        assert bytes(again.payload) == bytes(first.payload) and again.delivery_attempt == 2
+        again.ack()
+
+
+def test_closed_subscriber_returns_unacked_to_its_group(target: Target) -> None:
+    require(target, "competing_consumers")
+    url = target.url(group="durable-group")
+    with omnibus.publisher(url) as pub:
+        first = omnibus.subscriber(url, auto_ack=False)
+        pub.publish(b"unfinished").result(timeout=10)
+        assert bytes(first.receive(timeout=10).payload) == b"unfinished"
+        first.close()
+        with omnibus.subscriber(url, auto_ack=False) as second:
+            msg = second.receive(timeout=10)
+            assert bytes(msg.payload) == b"unfinished" and msg.delivery_attempt == 2
+            msg.ack()
+
+
+def test_concurrent_publishers_lose_and_duplicate_nothing(target: Target) -> None:
+    url = target.url()
+    publishers, per = 8, 2000
+    with omnibus.subscriber(url, prefetch=5000) as sub, omnibus.publisher(url, batch_messages=100) as pub:
+        errors: list[BaseException] = []
+
+        def run(p: int) -> None:
+            try:
+                for i in range(0, per, 50):
+                    pub.publish_many([f"{p}:{j}".encode() for j in range(i, i + 50)], keys=[str(p)] * 50)
+            except BaseException as e:  # reported below; a thread must not swallow it
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in range(publishers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert pub.flush(timeout=30)
+        got = receive_n(sub, publishers * per, timeout=30)
+        assert sub.receive_batch(10, timeout=0.2) == []  # nothing beyond the expected count
+    payloads = [bytes(m.payload).decode() for m in got]
+    assert len(payloads) == len(set(payloads)) == publishers * per
+    for p in range(publishers):
+        seq = [int(x.split(":")[1]) for x in payloads if x.startswith(f"{p}:")]
+        assert seq == list(range(per))  # each publisher's own order is kept (same key)
+
+
+def test_publisher_close_flushes_and_then_refuses(target: Target) -> None:
+    url = target.url()
+    with omnibus.subscriber(url) as sub:
+        pub = omnibus.publisher(url, batch_linger_ms=60000, batch_messages=10000)
+        deliveries = [pub.publish(str(i).encode()) for i in range(10)]
+        pub.close()  # linger would hold them for a minute; close sends them now
+        assert all(d.done() for d in deliveries)
+        for d in deliveries:
+            d.result(timeout=0)
+        assert len(receive_n(sub, 10)) == 10
+        assert pub.closed
+        pub.close()  # idempotent
+        with pytest.raises(omnibus.Closed):
+            pub.publish(b"late")
+        with pytest.raises(omnibus.Closed):
+            pub.publish_many([b"late"])
+
+
+def test_subscriber_close_ends_iteration_and_refuses(target: Target) -> None:
+    url = target.url()
+    sub = omnibus.subscriber(url)
+    seen: list[bytes] = []
+    done = threading.Event()
+
+    def iterate() -> None:
+        for msg in sub:
+            seen.append(bytes(msg.payload))
+        done.set()
+
+    t = threading.Thread(target=iterate)
+    t.start()
+    with omnibus.publisher(url) as pub:
+        pub.publish(b"one").result(timeout=10)
+    from conftest import wait_until
+
+    assert wait_until(lambda: seen == [b"one"])
+    sub.close()
+    assert done.wait(timeout=10), "iteration did not stop after close()"
+    t.join()
+    with pytest.raises(omnibus.Closed):
+        sub.receive(timeout=1)
+    sub.close()  # idempotent
+
+
+def test_receive_timeout(target: Target) -> None:
+    with omnibus.subscriber(target.url()) as sub:
+        with pytest.raises(omnibus.Timeout) as info:
+            sub.receive(timeout=0.05)
+        assert isinstance(info.value, TimeoutError)
+        assert sub.receive_batch(10, timeout=0.05) == []
+
+
+def test_oversized_message_fails_alone_in_its_batch(target: Target) -> None:
+    caps = target.capabilities()
+    if target.name != "mem" and not caps["max_message_bytes"]:
+        pytest.skip(f"{target.name}:// reports no max_message_bytes")
+    limit = 1000 if target.name == "mem" else caps["max_message_bytes"]
+    url = target.url(max_message_bytes=limit) if target.name == "mem" else target.url()
+    sub_url = url.split("?")[0]
+    with omnibus.subscriber(sub_url) as sub, omnibus.publisher(url) as pub:
+        delivery = pub.publish_many([b"small-0", b"x" * (limit + 1), b"small-2"])
+        with pytest.raises(omnibus.ResourceExhausted) as info:
+            delivery.result(timeout=10)
+        failures = info.value.failures
+        assert [i for i, _ in failures] == [1]
+        assert isinstance(failures[0][1], omnibus.ResourceExhausted)
+        assert "[1]" in str(info.value) and "1 of 3" in str(info.value)
+        got = receive_n(sub, 2)
+        assert sorted(bytes(m.payload) for m in got) == [b"small-0", b"small-2"]
