@@ -171,7 +171,7 @@ TEST(Options, PortableDefaultsParse) {
   auto p = OptionValues::parse(Publisher::portable_options(), {}, "publisher");
   EXPECT_EQ(p.get_int("batch_messages"), 1000);
   EXPECT_EQ(p.get_int("batch_bytes"), 1 << 20);
-  EXPECT_DOUBLE_EQ(p.get_float("batch_linger_ms"), 0.0);
+  EXPECT_DOUBLE_EQ(p.get_float("batch_linger_ms"), 0.1);  // a 100 us linger turns per-message wake-ups into batches
   EXPECT_EQ(p.get_int("max_pending"), 100000);
   EXPECT_EQ(p.get_int("block_timeout_ms"), 10000);
   auto s = OptionValues::parse(Subscriber::portable_options(), {}, "subscriber");

@@ -58,7 +58,7 @@ class DeliveryTracker {
 struct PublisherConfig {
   std::size_t batch_messages = 1000;
   std::size_t batch_bytes = 1 << 20;
-  std::chrono::microseconds linger{0};
+  std::chrono::microseconds linger{100};
   std::size_t max_pending = 100000;  // queued + in flight at the driver
   std::chrono::milliseconds block_timeout{10000};
 };
@@ -125,6 +125,7 @@ class Publisher {
     OutMessage msg;
     std::shared_ptr<DeliveryTracker> tracker;
     std::size_t index;
+    std::size_t bytes;  // msg.size_bytes(), computed once
   };
   struct InFlight;
   void run();
@@ -144,6 +145,9 @@ class Publisher {
   std::size_t flushers_ = 0;
   bool closed_ = false;
   bool stopping_ = false;
+  bool sender_idle_ = false;   // the sender thread waits for work
+  bool wake_pending_ = false;  // it was signalled and has not woken yet
+  bool lingering_ = false;     // it waits for a batch to fill (linger)
   std::vector<std::shared_ptr<InFlight>> in_flight_;
   std::vector<Undelivered> close_failures_;  // failed after close() began
   PublisherStats stats_;

@@ -73,7 +73,7 @@ std::vector<OptionSpec> Publisher::portable_options() {
   return {
       {"batch_messages", OptionType::Int, "1000", "most messages the engine hands to the driver in one batch", {}, 1},
       {"batch_bytes", OptionType::Int, "1048576", "most payload+key+header bytes in one batch (a larger message goes alone)", {}, 1},
-      {"batch_linger_ms", OptionType::Float, "0", "how long a batch may wait to fill up; 0 sends as soon as the driver is free", {}, 0, 60000},
+      {"batch_linger_ms", OptionType::Float, "0.1", "how long a batch may wait to fill up (a full batch goes at once); 0 sends as soon as the driver is free, at the cost of many tiny batches under load", {}, 0, 60000},
       {"max_pending", OptionType::Int, "100000", "bound on messages queued or in flight; publish blocks when it is reached", {}, 1},
       {"block_timeout_ms", OptionType::Int, "10000", "how long publish blocks on a full queue before raising ResourceExhausted", {}, 0},
   };
@@ -146,12 +146,18 @@ std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
       std::size_t at = start + done + i;
       auto& m = msgs[at];
       if (m.timestamp_ms == 0) m.timestamp_ms = stamp;
-      queued_bytes_ += m.size_bytes();
-      queue_.push_back(Pending{std::move(m), tracker, at - start + tracker_offset});
+      const auto bytes = m.size_bytes();
+      queued_bytes_ += bytes;
+      queue_.push_back(Pending{std::move(m), tracker, at - start + tracker_offset, bytes});
     }
     pending_ += take;
     done += take;
-    work_cv_.notify_one();
+    // One wake-up per idle period, not per message: while the sender thread
+    // is on its way, later messages join the batch it is about to take.
+    if ((sender_idle_ && !wake_pending_) || (lingering_ && batch_ready_locked())) {
+      wake_pending_ = true;
+      work_cv_.notify_one();
+    }
   }
   return done;
 }
@@ -178,15 +184,23 @@ bool Publisher::batch_ready_locked() const {
 void Publisher::run() {
   std::unique_lock lock(mu_);
   for (;;) {
+    sender_idle_ = true;
     work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    sender_idle_ = false;
+    wake_pending_ = false;
     if (queue_.empty()) break;  // stopping with nothing left
     if (!batch_ready_locked()) {
+      lingering_ = true;  // enqueue wakes us when the batch fills up meanwhile
       work_cv_.wait_until(lock, first_queued_at_ + config_.linger, [&] { return batch_ready_locked(); });
+      lingering_ = false;
     }
     auto batch = std::make_shared<InFlight>();
+    const auto most = std::min(queue_.size(), config_.batch_messages);
+    batch->msgs.reserve(most);
+    batch->targets.reserve(most);
     std::size_t bytes = 0;
     while (!queue_.empty() && batch->msgs.size() < config_.batch_messages) {
-      auto size = queue_.front().msg.size_bytes();
+      auto size = queue_.front().bytes;
       if (!batch->msgs.empty() && bytes + size > config_.batch_bytes) break;
       bytes += size;
       auto& p = queue_.front();

@@ -1,6 +1,6 @@
 #include "omnibus/subscriber.hpp"
 
-#include <map>
+#include <algorithm>
 
 #include "core/open.hpp"
 #include "omnibus/error.hpp"
@@ -102,29 +102,35 @@ std::vector<MessagePtr> Subscriber::receive_batch(std::size_t max, Clock::durati
 }
 
 namespace {
-// Groups the unsettled messages by receiver so that each gets one call.
-std::map<Receiver*, std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>> group_unsettled(
-    const std::vector<MessagePtr>& msgs, bool mark) {
-  std::map<Receiver*, std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>> by;
+using ByReceiver = std::vector<std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>>;
+
+// Groups the unsettled messages by receiver so that each gets one call. A
+// batch nearly always comes from one receiver: a linear scan beats a map.
+ByReceiver group_unsettled(const std::vector<MessagePtr>& msgs, bool mark) {
+  ByReceiver by;
   for (const auto& m : msgs) {
     if (!m || !m->receiver()) continue;
     if (mark ? !m->mark_settled() : m->settled()) continue;
-    auto& slot = by[m->receiver().get()];
-    slot.first = m->receiver();
-    slot.second.push_back(m->ack_id());
+    auto it = std::find_if(by.begin(), by.end(), [&](const auto& slot) { return slot.first == m->receiver(); });
+    if (it == by.end()) {
+      by.emplace_back(m->receiver(), std::vector<std::uint64_t>{});
+      by.back().second.reserve(msgs.size());
+      it = by.end() - 1;
+    }
+    it->second.push_back(m->ack_id());
   }
   return by;
 }
 }  // namespace
 
 void Subscriber::ack(const std::vector<MessagePtr>& msgs) {
-  for (auto& [_, slot] : group_unsettled(msgs, true)) slot.first->ack(slot.second);
+  for (auto& [receiver, ids] : group_unsettled(msgs, true)) receiver->ack(ids);
 }
 
 void Subscriber::nack(const std::vector<MessagePtr>& msgs) {
   auto by = group_unsettled(msgs, false);
-  for (auto& [_, slot] : by) {
-    if (!slot.first->capabilities().nack)
+  for (auto& [receiver, _] : by) {
+    if (!receiver->capabilities().nack)
       throw Error(ErrorCode::Unsupported,
                   "nack is not supported by this protocol/configuration (capabilities().nack is False); "
                   "ack the message or let the subscriber close to return it");
@@ -132,7 +138,7 @@ void Subscriber::nack(const std::vector<MessagePtr>& msgs) {
   for (const auto& m : msgs) {
     if (m) m->mark_settled();
   }
-  for (auto& [_, slot] : by) slot.first->nack(slot.second);
+  for (auto& [receiver, ids] : by) receiver->nack(ids);
 }
 
 void Subscriber::close() {

@@ -136,10 +136,10 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
     auto self = shared_from_this();
     for (std::size_t i = 0; i < n; ++i) {
       Entry& e = ready_.front();
-      e.attempt++;
       std::uint64_t id = base_id_ + unacked_.size();
-      auto msg = std::make_shared<Message>(e.data, topic_->name, e.attempt, self, id);
-      unacked_.push_back(Slot{std::move(e), deadline, true});
+      // The message owns the data; a redelivery rebuilds the entry from it.
+      auto msg = std::make_shared<Message>(std::move(e.data), topic_->name, e.attempt + 1, self, id);
+      unacked_.push_back(Slot{msg, e.seq, deadline, true});
       ready_.pop_front();
       out.push_back(std::move(msg));
     }
@@ -164,7 +164,7 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
       for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
         if (auto* s = slot_locked(*it)) {
           s->live = false;
-          dispatch_locked(*group_, std::move(s->entry), /*front=*/true, wake);
+          dispatch_locked(*group_, s->entry(), /*front=*/true, wake);
         }
       }
       trim_locked();
@@ -184,7 +184,7 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
       // Delivered-but-unacked (redelivered first by rebalance) and the undelivered
       // go back to the group; an anonymous group dies with its only consumer.
       for (auto& s : unacked_)
-        if (s.live) group_->backlog.push_back(std::move(s.entry));
+        if (s.live) group_->backlog.push_back(s.entry());
       unacked_.clear();
       for (auto& e : ready_) group_->backlog.push_back(std::move(e));
       ready_.clear();
@@ -216,9 +216,12 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
 
  private:
   struct Slot {
-    Entry entry;
+    MessagePtr msg;
+    std::uint64_t seq;
     SteadyClock::time_point deadline;
     bool live;
+
+    Entry entry() const { return Entry{msg->data(), seq, msg->delivery_attempt()}; }
   };
 
   Slot* slot_locked(std::uint64_t id) {
@@ -245,7 +248,7 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
     for (auto* c : group_->consumers) {
       auto& q = c->unacked_;
       while (!q.empty() && (!q.front().live || q.front().deadline <= now)) {
-        if (q.front().live) expired.push_back(std::move(q.front().entry));
+        if (q.front().live) expired.push_back(q.front().entry());
         q.pop_front();
         c->base_id_++;
       }
