@@ -11,7 +11,8 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
 	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev
-PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1"
+PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
+	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6"
 
 .PHONY: deps apt-deps pip-deps build cpp-test py-install test demo bench clean
 
