@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import omnibus
+from omnibus.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 _names = itertools.count()
 
@@ -57,20 +58,6 @@ def require(target: Target, capability: str) -> None:
     caps = target.capabilities()
     if not caps.get(capability):
         pytest.skip(f"{target.name}:// cannot do {capability} (capabilities()[{capability!r}] is {caps.get(capability)!r})")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
-    """Poll `predicate` until true or `timeout` seconds passed; returns its last value.
-
-    Tests wait on conditions, never on fixed sleeps.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def receive_n(sub: omnibus.Subscriber, n: int, timeout: float = 10.0) -> list[omnibus.Message]:

@@ -1,4 +1,4 @@
-"""The omnibus command line: ``omnibus demo``, ``omnibus drivers``."""
+"""The omnibus command line: ``omnibus demo``, ``omnibus brokers up|status|down``, ``omnibus drivers``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,25 @@ def _drivers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _brokers(args: argparse.Namespace) -> int:
+    from .testing.brokers import control
+
+    if args.action == "up":
+        results = control.up(args.kinds or None)
+    elif args.action == "status":
+        results = control.status()
+    else:
+        results = control.down(args.kinds or None)
+    if not results:
+        print("no brokers" + (" running" if args.action != "up" else ""))
+    for r in results:
+        took = f" (ready in {r.seconds:.1f} s)" if r.seconds is not None else ""
+        print(f"{r.kind:<6} {r.state:<8} {r.url or '-'}{took}{'  ' + r.detail if r.detail else ''}")
+    if args.action == "up" and any(r.url for r in results):
+        print(f"\nURLs for a shell: source {control.state_dir() / 'omnibus.env'}")
+    return 1 if any(r.state == "failed" for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--messages", type=int, default=1_000_000, help="messages per measurement")
     demo.add_argument("--size", type=int, default=100, help="payload bytes")
     demo.set_defaults(fn=_demo)
+    brokers = sub.add_parser("brokers", help="start, check or stop local brokers in the background")
+    brokers.add_argument("action", choices=["up", "status", "down"])
+    brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", []], metavar="KIND",
+                         help="mqtt, nats, amqp, kafka (default: all)")
+    brokers.set_defaults(fn=_brokers)
     drivers = sub.add_parser("drivers", help="list drivers and their options")
     drivers.set_defaults(fn=_drivers)
     args = parser.parse_args(argv)

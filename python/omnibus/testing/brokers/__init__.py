@@ -1,0 +1,33 @@
+"""Real brokers on loopback, started by omnibus itself.
+
+    from omnibus.testing.brokers import Mosquitto
+
+    with Mosquitto() as mqtt:          # a free port, a temp dir, ready when entered
+        print(mqtt.url)                # mqtt://127.0.0.1:PORT
+        mqtt.restart(kill=True)        # crash and come back on the same port and data
+
+Every broker: start(), stop(), kill(), restart(), close(), url, ports, log_tail(),
+started_in (seconds from spawn to ready). BROKERS maps a URL scheme to its class.
+"""
+
+from __future__ import annotations
+
+from ._base import Broker, BrokerError, ProgramMissing, free_port, started
+from .mosquitto import Mosquitto, mqtt_probe
+from .nats import NatsCluster, NatsServer, nats_probe
+
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer}
+
+__all__ = [
+    "BROKERS",
+    "Broker",
+    "BrokerError",
+    "Mosquitto",
+    "NatsCluster",
+    "NatsServer",
+    "ProgramMissing",
+    "free_port",
+    "mqtt_probe",
+    "nats_probe",
+    "started",
+]

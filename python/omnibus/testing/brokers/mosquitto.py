@@ -1,0 +1,65 @@
+"""Mosquitto 2 (Debian package ``mosquitto``) on loopback."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import struct
+
+from ._base import LOOPBACK, Broker
+
+
+def mqtt_probe(host: str, port: int, timeout: float = 2.0) -> None:
+    """MQTT 3.1.1 CONNECT, expect CONNACK 'accepted', then DISCONNECT. Raises otherwise."""
+    client_id = b"omnibus-probe"
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol name, level 4, clean session, keepalive 10 s
+    payload = struct.pack("!H", len(client_id)) + client_id
+    body = variable + payload
+    packet = b"\x10" + bytes([len(body)]) + body
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(packet)
+        reply = s.recv(4)
+        if reply[:2] != b"\x20\x02" or len(reply) < 4:
+            raise ValueError(f"no CONNACK from {host}:{port}: {reply!r}")
+        if reply[3] != 0:
+            raise ValueError(f"CONNACK refused the probe with code {reply[3]}")
+        s.sendall(b"\xe0\x00")
+
+
+class Mosquitto(Broker):
+    """Mosquitto with anonymous access on one loopback listener; persistence as asked."""
+
+    kind = "mqtt"
+    program = "mosquitto"
+    install_hint = "install Debian's mosquitto package (make deps)"
+    default_start_timeout = 30.0
+
+    def __init__(self, *, persistence: bool = True, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.persistence = persistence
+
+    def _prepare(self) -> None:
+        lines = [
+            f"listener {self.ports['port']} {LOOPBACK}",
+            "allow_anonymous true",
+            # Started as root, mosquitto would switch to user 'mosquitto', who
+            # cannot write the persistence file in our private directory.
+            f"user {getpass.getuser()}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.dir}/",
+            "autosave_interval 1",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
+            "set_tcp_nodelay true",
+        ]
+        (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+
+    def _command(self) -> list[str]:
+        return [self.program, "-c", str(self.dir / "mosquitto.conf")]
+
+    def _probe(self) -> None:
+        mqtt_probe(LOOPBACK, self.ports["port"])

@@ -1,0 +1,144 @@
+"""pytest plugin (entry point ``pytest11: omnibus``): real brokers as session fixtures.
+
+Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url`` (and
+``nats_cluster_url``, ``kafka_cluster_url``) give a broker URL:
+
+* from ``OMNIBUS_MQTT_URL`` / ``OMNIBUS_NATS_URL`` / ``OMNIBUS_AMQP_URL`` /
+  ``OMNIBUS_KAFKA_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
+  (see docker-compose.yml) or elsewhere;
+* otherwise from a broker this plugin starts on loopback, once per session,
+  and stops at the end of it.
+
+``mqtt_broker`` etc. give the Broker object itself, for tests that restart or
+kill it; they skip when the URL comes from the environment. A broker whose
+program is not installed skips its tests with the reason, except under
+``CI=true``, where that is a failure: CI must run everything.
+
+Markers ``mqtt``, ``nats``, ``amqp``, ``kafka`` are added to every test that
+uses the matching fixture, so ``pytest -m kafka`` or ``-m "not amqp"`` select
+protocols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from omnibus.testing.brokers._base import Broker, ProgramMissing
+
+# kind -> (module, single-node class, cluster class or None)
+_CLASSES = {
+    "mqtt": ("mosquitto", "Mosquitto", None),
+    "nats": ("nats", "NatsServer", "NatsCluster"),
+    "amqp": ("rabbitmq", "RabbitMQ", None),
+    "kafka": ("kafka", "Kafka", "KafkaCluster"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind in _CLASSES:
+        config.addinivalue_line("markers", f"{kind}: needs a {kind}:// broker (started by omnibus or from OMNIBUS_{kind.upper()}_URL)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for kind in _CLASSES:
+            if fixtures & {f"{kind}_url", f"{kind}_broker", f"{kind}_cluster_url", f"{kind}_cluster"}:
+                item.add_marker(getattr(pytest.mark, kind))
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: brokers must be installed, see `make deps`)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _class(kind: str, cluster: bool = False) -> Any:
+    module, single, multi = _CLASSES[kind]
+    try:
+        mod = importlib.import_module(f"omnibus.testing.brokers.{module}")
+    except ImportError as e:
+        _unavailable(f"no {kind} broker harness in this omnibus: {e}")
+    name = multi if cluster else single
+    if name is None:
+        _unavailable(f"no {kind} cluster harness")
+    return getattr(mod, str(name))
+
+
+@contextlib.contextmanager
+def _running(kind: str, cluster: bool = False) -> Iterator[Any]:
+    cls = _class(kind, cluster)
+    broker = cls()
+    try:
+        broker.start()
+    except ProgramMissing as e:
+        broker.close()
+        _unavailable(str(e))
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def _env_url(kind: str, cluster: bool = False) -> str | None:
+    return os.environ.get(f"OMNIBUS_{kind.upper()}{'_CLUSTER' if cluster else ''}_URL") or None
+
+
+def _broker_fixture(kind: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture() -> Iterator[Broker]:
+        if _env_url(kind):
+            pytest.skip(f"OMNIBUS_{kind.upper()}_URL is set: the broker is not ours to restart")
+        with _running(kind) as broker:
+            yield broker
+
+    fixture.__doc__ = f"A {kind} broker started on loopback for this session (a Broker object)."
+    return fixture
+
+
+def _url_fixture(kind: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture(request: pytest.FixtureRequest) -> str:
+        return _env_url(kind) or request.getfixturevalue(f"{kind}_broker").url
+
+    fixture.__doc__ = f"URL of a {kind} broker: OMNIBUS_{kind.upper()}_URL, or one started for this session."
+    return fixture
+
+
+def _cluster_fixture(kind: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture() -> Iterator[Any]:
+        if _env_url(kind, cluster=True):
+            pytest.skip(f"OMNIBUS_{kind.upper()}_CLUSTER_URL is set: the cluster is not ours to control")
+        with _running(kind, cluster=True) as cluster:
+            yield cluster
+
+    return fixture
+
+
+def _cluster_url_fixture(kind: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture(request: pytest.FixtureRequest) -> str:
+        return _env_url(kind, cluster=True) or request.getfixturevalue(f"{kind}_cluster").url
+
+    return fixture
+
+
+mqtt_broker = _broker_fixture("mqtt")
+nats_broker = _broker_fixture("nats")
+amqp_broker = _broker_fixture("amqp")
+kafka_broker = _broker_fixture("kafka")
+mqtt_url = _url_fixture("mqtt")
+nats_url = _url_fixture("nats")
+amqp_url = _url_fixture("amqp")
+kafka_url = _url_fixture("kafka")
+nats_cluster = _cluster_fixture("nats")
+kafka_cluster = _cluster_fixture("kafka")
+nats_cluster_url = _cluster_url_fixture("nats")
+kafka_cluster_url = _cluster_url_fixture("kafka")
