@@ -14,6 +14,9 @@ namespace omnibus {
 
 enum class OptionType { Bool, Int, Float, String, Choice };
 
+// A spec whose name ends in '.' (e.g. "rdkafka.") declares a family: any
+// option "rdkafka.<anything>" is accepted as a string and handed to the
+// driver, which passes it to its native library (and reports its error).
 struct OptionSpec {
   std::string name;
   OptionType type;
@@ -46,6 +49,8 @@ class OptionValues {
   double get_float(const std::string& name) const;
   const std::string& get_string(const std::string& name) const;  // String and Choice
   bool was_given(const std::string& name) const;
+  // The given options of a family, e.g. prefix "rdkafka." -> {("linger.ms", "5")}.
+  std::vector<std::pair<std::string, std::string>> family(const std::string& prefix) const;
   const std::map<std::string, OptionValue>& values() const { return values_; }
 
  private:

@@ -83,7 +83,7 @@ const char* option_type_name(OptionType t) noexcept {
 std::string describe_options(const std::vector<OptionSpec>& specs) {
   std::string out;
   for (const auto& s : specs) {
-    out += "  " + s.name + " (" + option_type_name(s.type);
+    out += "  " + s.name + (s.name.back() == '.' ? "<name>" : "") + " (" + option_type_name(s.type);
     if (s.type == OptionType::Choice) out += ": " + join(s.choices, "|");
     out += ", default " + (s.default_value.empty() ? std::string("''") : s.default_value) + "): " + s.doc + "\n";
   }
@@ -94,12 +94,24 @@ OptionValues OptionValues::parse(const std::vector<OptionSpec>& specs,
                                  const std::vector<std::pair<std::string, std::string>>& given,
                                  const std::string& context) {
   OptionValues out;
-  for (const auto& spec : specs) out.values_[spec.name] = convert(spec, spec.default_value, context);
+  auto is_family = [](const OptionSpec& s) { return !s.name.empty() && s.name.back() == '.'; };
+  for (const auto& spec : specs)
+    if (!is_family(spec)) out.values_[spec.name] = convert(spec, spec.default_value, context);
   for (const auto& [name, text] : given) {
     auto it = std::find_if(specs.begin(), specs.end(), [&](const OptionSpec& s) { return s.name == name; });
     if (it == specs.end()) {
+      auto fam = std::find_if(specs.begin(), specs.end(), [&](const OptionSpec& s) {
+        return is_family(s) && name.size() > s.name.size() && name.compare(0, s.name.size(), s.name) == 0;
+      });
+      if (fam != specs.end()) {
+        out.values_[name] = text;
+        out.given_.push_back(name);
+        continue;
+      }
+    }
+    if (it == specs.end() || is_family(*it)) {
       std::vector<std::string> names;
-      for (const auto& s : specs) names.push_back(s.name);
+      for (const auto& s : specs) names.push_back(is_family(s) ? s.name + "<name>" : s.name);
       std::sort(names.begin(), names.end());
       invalid("unknown option '" + name + "' for " + context + "; valid options are: " + join(names, ", ") +
               "\n" + describe_options(specs));
@@ -122,6 +134,15 @@ double OptionValues::get_float(const std::string& name) const { return std::get<
 const std::string& OptionValues::get_string(const std::string& name) const {
   return std::get<std::string>(at(name));
 }
+std::vector<std::pair<std::string, std::string>> OptionValues::family(const std::string& prefix) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& name : given_) {
+    if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0)
+      out.emplace_back(name.substr(prefix.size()), std::get<std::string>(values_.at(name)));
+  }
+  return out;
+}
+
 bool OptionValues::was_given(const std::string& name) const {
   return std::find(given_.begin(), given_.end(), name) != given_.end();
 }

@@ -15,8 +15,9 @@ from __future__ import annotations
 from ._base import Broker, BrokerError, ProgramMissing, free_port, started
 from .mosquitto import Mosquitto, mqtt_probe
 from .nats import NatsCluster, NatsServer, nats_probe
+from .rabbitmq import RabbitMQ, amqp_probe
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer}
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ}
 
 __all__ = [
     "BROKERS",
@@ -26,6 +27,8 @@ __all__ = [
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
+    "RabbitMQ",
+    "amqp_probe",
     "free_port",
     "mqtt_probe",
     "nats_probe",
