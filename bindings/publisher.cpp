@@ -105,7 +105,11 @@ py::dict capabilities_to_python(const Capabilities& c) {
   py::dict d;
   d["delivery_guarantee"] = c.delivery_guarantee;
   d["ordered_per_key"] = c.ordered_per_key;
+  d["key_affinity"] = c.key_affinity;
+  d["keys"] = c.keys;
   d["nack"] = c.nack;
+  d["requeue_on_close"] = c.requeue_on_close;
+  d["delivery_count"] = c.delivery_count;
   d["ack_deadline"] = c.ack_deadline;
   d["competing_consumers"] = c.competing_consumers;
   d["headers"] = c.headers;

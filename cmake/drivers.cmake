@@ -3,8 +3,11 @@
 # the reason (see cpp/src/drivers/builtin.cpp).
 find_package(PkgConfig QUIET)
 
-# pkg is a pkg-config module, or "cmake:Package" for a CMake config package.
-function(omnibus_driver name pkg apt)
+# pkg is a pkg-config module, or "cmake:Package" for a CMake config package;
+# target is what to link (the pkg-config imported target when empty).
+# The driver is compiled when its library is found and cpp/src/drivers/<name>/
+# has sources; builtin.cpp then registers it (OMNIBUS_DRIVER_<NAME>).
+function(omnibus_driver name pkg apt target)
   string(TOUPPER ${name} upper)
   option(OMNIBUS_WITH_${upper} "Build the ${name}:// driver (needs ${pkg})" ON)
   set(found OFF)
@@ -24,6 +27,15 @@ function(omnibus_driver name pkg apt)
   if(found)
     message(STATUS "omnibus: ${name}:// native library ${pkg} ${OMNIBUS_${upper}_VERSION} found")
     target_compile_definitions(omnibus_core PRIVATE OMNIBUS_HAVE_${upper}=1)
+    file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cpp/src/drivers/${name}/*.cpp)
+    if(sources)
+      if(NOT target)
+        set(target PkgConfig::OMNIBUS_${upper})
+      endif()
+      target_sources(omnibus_core PRIVATE ${sources})
+      target_link_libraries(omnibus_core PUBLIC ${target})
+      target_compile_definitions(omnibus_core PRIVATE OMNIBUS_DRIVER_${upper}=1)
+    endif()
   elseif(OMNIBUS_WITH_${upper})
     message(WARNING "omnibus: ${pkg} not found; the ${name}:// driver is left out. "
                     "Install ${apt} (make deps) and rebuild.")
@@ -33,7 +45,7 @@ function(omnibus_driver name pkg apt)
 endfunction()
 
 # Debian's cnats CMake config is broken; pkg-config 'libnats' works.
-omnibus_driver(kafka rdkafka librdkafka-dev)
-omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev)
-omnibus_driver(amqp librabbitmq librabbitmq-dev)
-omnibus_driver(nats libnats libnats-dev)
+omnibus_driver(kafka rdkafka librdkafka-dev "")
+omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev PahoMqttCpp::paho-mqttpp3)
+omnibus_driver(amqp librabbitmq librabbitmq-dev "")
+omnibus_driver(nats libnats libnats-dev "")

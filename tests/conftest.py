@@ -45,12 +45,29 @@ def _text(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-TARGETS = [Target("mem", lambda topic: f"mem://{topic}")]
+# Per protocol: how a fresh topic URL is made from the broker URL the pytest
+# plugin gives (started on loopback, or OMNIBUS_<KIND>_URL), with the options
+# the conformance suite needs from that protocol.
+_TOPIC_URL: dict[str, Callable[[str, str], str]] = {
+    # Several partitions, so that competing consumers both get work; 1 MiB payloads allowed.
+    "kafka": lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304",
+    # MQTT 5 (keys and headers as user properties), QoS 1: at-least-once like the others.
+    "mqtt": lambda base, topic: f"{base}/{topic}?qos=1",
+}
+
+TARGETS = ["mem", *_TOPIC_URL]
 
 
-@pytest.fixture(params=TARGETS, ids=lambda t: t.name)
+@pytest.fixture(params=TARGETS)
 def target(request: pytest.FixtureRequest) -> Target:
-    return request.param
+    name: str = request.param
+    if name == "mem":
+        return Target("mem", lambda topic: f"mem://{topic}")
+    missing = omnibus.unavailable_drivers().get(name)
+    if missing:
+        pytest.skip(f"{name}:// is not in this build: {missing}")
+    base = request.getfixturevalue(f"{name}_url").rstrip("/")
+    return Target(name, lambda topic: _TOPIC_URL[name](base, topic))
 
 
 def require(target: Target, capability: str) -> None:

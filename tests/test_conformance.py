@@ -13,14 +13,16 @@ from conftest import Target, receive_n, require
 
 def test_round_trip(target: Target) -> None:
     url = target.url()
+    caps = target.capabilities()
     with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
         before = time.time() * 1000
-        pub.publish(b"hello", key=b"k1", headers={"trace": b"abc"}).result(timeout=10)
+        pub.publish(b"hello", key=b"k1" if caps["keys"] else None,
+                    headers={"trace": b"abc"} if caps["headers"] else None).result(timeout=10)
         msg = sub.receive(timeout=10)
     assert bytes(msg.payload) == b"hello"
     assert msg.value == b"hello"
-    assert msg.key == b"k1"
-    assert msg.headers == [("trace", b"abc")]
+    assert msg.key == (b"k1" if caps["keys"] else None)
+    assert msg.headers == ([("trace", b"abc")] if caps["headers"] else [])
     assert msg.delivery_attempt == 1
     assert msg.timestamp_ms >= before - 1000  # stamped at publish, same clock
     assert isinstance(msg.topic, str) and msg.topic
@@ -90,6 +92,7 @@ def test_batch_publish(target: Target) -> None:
 
 def test_per_key_order(target: Target) -> None:
     require(target, "ordered_per_key")
+    require(target, "keys")
     url = target.url()
     keys = [b"k0", b"k1", b"k2"]
     n = 300
@@ -105,7 +108,7 @@ def test_per_key_order(target: Target) -> None:
 
 def test_per_key_order_with_competing_consumers(target: Target) -> None:
     require(target, "competing_consumers")
-    require(target, "ordered_per_key")
+    require(target, "key_affinity")
     url = target.url(group="workers")
     keys = [f"device-{i}".encode() for i in range(10)]
     n = 1000
@@ -196,6 +199,8 @@ def test_ack_deadline_redelivers(target: Target) -> None:
 
 def test_closed_subscriber_returns_unacked_to_its_group(target: Target) -> None:
     require(target, "competing_consumers")
+    require(target, "requeue_on_close")
+    counted = target.capabilities()["delivery_count"]
     url = target.url(group="durable-group")
     with omnibus.publisher(url) as pub:
         first = omnibus.subscriber(url, auto_ack=False)
@@ -204,7 +209,8 @@ def test_closed_subscriber_returns_unacked_to_its_group(target: Target) -> None:
         first.close()
         with omnibus.subscriber(url, auto_ack=False) as second:
             msg = second.receive(timeout=10)
-            assert bytes(msg.payload) == b"unfinished" and msg.delivery_attempt == 2
+            assert bytes(msg.payload) == b"unfinished"
+            assert msg.delivery_attempt == (2 if counted else msg.delivery_attempt)
             msg.ack()
 
 
@@ -214,10 +220,13 @@ def test_concurrent_publishers_lose_and_duplicate_nothing(target: Target) -> Non
     with omnibus.subscriber(url, prefetch=5000) as sub, omnibus.publisher(url, batch_messages=100) as pub:
         errors: list[BaseException] = []
 
+        keyed = target.capabilities()["keys"]
+
         def run(p: int) -> None:
             try:
                 for i in range(0, per, 50):
-                    pub.publish_many([f"{p}:{j}".encode() for j in range(i, i + 50)], keys=[str(p)] * 50)
+                    keys = [str(p)] * 50 if keyed else None
+                    pub.publish_many([f"{p}:{j}".encode() for j in range(i, i + 50)], keys=keys)
             except BaseException as e:  # reported below; a thread must not swallow it
                 errors.append(e)
 
@@ -234,7 +243,10 @@ def test_concurrent_publishers_lose_and_duplicate_nothing(target: Target) -> Non
     assert len(payloads) == len(set(payloads)) == publishers * per
     for p in range(publishers):
         seq = [int(x.split(":")[1]) for x in payloads if x.startswith(f"{p}:")]
-        assert seq == list(range(per))  # each publisher's own order is kept (same key)
+        if target.capabilities()["ordered_per_key"]:
+            assert seq == list(range(per))  # each publisher's own order is kept (same key)
+        else:
+            assert sorted(seq) == list(range(per))
 
 
 def test_publisher_close_flushes_and_then_refuses(target: Target) -> None:

@@ -24,9 +24,13 @@ using Clock = std::chrono::steady_clock;
 // and the comparison reports them.
 struct Capabilities {
   std::string delivery_guarantee;  // "at-most-once" | "at-least-once"
-  bool ordered_per_key = false;    // first delivery of one key keeps publish order
+  bool ordered_per_key = false;    // one subscriber sees one key's messages in publish order
+  bool key_affinity = false;       // competing consumers: one key goes to one consumer at a time
+  bool keys = false;               // Message::key travels to the subscriber
   bool nack = false;               // nack() redelivers
   bool ack_deadline = false;       // unacked messages are redelivered after a timeout
+  bool requeue_on_close = false;   // a closed subscriber's unacked messages go to its group again
+  bool delivery_count = false;     // delivery_attempt counts redeliveries, across consumers too
   bool competing_consumers = false;
   bool headers = false;
   bool dead_letter = false;

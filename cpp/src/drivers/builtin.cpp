@@ -2,6 +2,12 @@
 
 #include "omnibus/driver.hpp"
 #include "drivers/mem/mem_driver.hpp"
+#ifdef OMNIBUS_DRIVER_KAFKA
+#include "drivers/kafka/kafka_driver.hpp"
+#endif
+#ifdef OMNIBUS_DRIVER_MQTT
+#include "drivers/mqtt/mqtt_driver.hpp"
+#endif
 
 namespace omnibus {
 
@@ -38,8 +44,16 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #else
   constexpr bool nats = false;
 #endif
+#ifdef OMNIBUS_DRIVER_KAFKA
+  registry.add(make_kafka_driver());
+#else
   registry.add_unavailable("kafka", missing(kafka, "librdkafka", "librdkafka-dev"));
+#endif
+#ifdef OMNIBUS_DRIVER_MQTT
+  registry.add(make_mqtt_driver());
+#else
   registry.add_unavailable("mqtt", missing(mqtt, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
+#endif
   registry.add_unavailable("amqp", missing(amqp, "rabbitmq-c", "librabbitmq-dev"));
   registry.add_unavailable("nats", missing(nats, "cnats", "libnats-dev"));
 }

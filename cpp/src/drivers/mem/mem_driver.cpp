@@ -91,7 +91,11 @@ Capabilities mem_capabilities(std::size_t max_bytes) {
   Capabilities c;
   c.delivery_guarantee = "at-least-once";
   c.ordered_per_key = true;
+  c.key_affinity = true;
+  c.keys = true;
   c.nack = true;
+  c.requeue_on_close = true;
+  c.delivery_count = true;
   c.ack_deadline = true;
   c.competing_consumers = true;
   c.headers = true;
