@@ -6,17 +6,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Build tools, native libraries of the drivers, and test tools, from Debian.
+# Build tools, native libraries of the drivers, test tools, and the brokers
+# the tests start on loopback (Kafka runs from Maven jars on Java 17), from Debian.
 APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
-	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev
+	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev \
+	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat \
+	openjdk-17-jre-headless maven
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
 	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6"
 
-.PHONY: deps apt-deps pip-deps build cpp-test py-install test demo bench clean
+.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean
 
-deps: apt-deps pip-deps
+deps: apt-deps pip-deps kafka-deps
 
 # Idempotent: installs only the packages that are missing.
 apt-deps:
@@ -31,6 +34,22 @@ apt-deps:
 pip-deps:
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+
+# Apache Kafka's jars from Maven, once, into the cache the harness reads
+# (omnibus.testing.brokers.kafka.kafka_home). Plain shell: the package cannot
+# be imported before it is built. Downloads into a temporary directory and
+# renames it, so an existing libs/ is always complete.
+KAFKA_POM := python/omnibus/testing/kafka/pom.xml
+KAFKA_VERSION := $(shell sed -n 's|.*<kafka.version>\(.*\)</kafka.version>.*|\1|p' $(KAFKA_POM))
+KAFKA_HOME := $(or $(OMNIBUS_KAFKA_HOME),$(HOME)/.cache/omnibus/kafka-$(KAFKA_VERSION))
+
+kafka-deps: apt-deps
+	@[ -d "$(KAFKA_HOME)/libs" ] || { \
+		work=$$(mkdir -p "$(KAFKA_HOME)" && mktemp -d "$(KAFKA_HOME)/libs.tmp-XXXXXX") && \
+		cp $(KAFKA_POM) "$$work/pom.xml" && \
+		mvn -q -B -f "$$work/pom.xml" dependency:copy-dependencies -DoutputDirectory="$$work/libs" && \
+		mv -T "$$work/libs" "$(KAFKA_HOME)/libs"; \
+		rc=$$?; rm -rf "$$work"; exit $$rc; }
 
 # The C++ engine and its GoogleTest units (CTest label "unit").
 cpp-test: deps

@@ -24,38 +24,30 @@ std::string missing(bool have_library, const char* library, const char* apt) {
 
 void register_builtin_drivers(DriverRegistry& registry) {
   registry.add(make_mem_driver());
-#ifdef OMNIBUS_HAVE_KAFKA
-  constexpr bool kafka = true;
-#else
-  constexpr bool kafka = false;
-#endif
-#ifdef OMNIBUS_HAVE_MQTT
-  constexpr bool mqtt = true;
-#else
-  constexpr bool mqtt = false;
-#endif
-#ifdef OMNIBUS_HAVE_AMQP
-  constexpr bool amqp = true;
-#else
-  constexpr bool amqp = false;
-#endif
-#ifdef OMNIBUS_HAVE_NATS
-  constexpr bool nats = true;
-#else
-  constexpr bool nats = false;
-#endif
 #ifdef OMNIBUS_DRIVER_KAFKA
   registry.add(make_kafka_driver());
+#elif defined(OMNIBUS_HAVE_KAFKA)
+  registry.add_unavailable("kafka", missing(true, "librdkafka", "librdkafka-dev"));
 #else
-  registry.add_unavailable("kafka", missing(kafka, "librdkafka", "librdkafka-dev"));
+  registry.add_unavailable("kafka", missing(false, "librdkafka", "librdkafka-dev"));
 #endif
 #ifdef OMNIBUS_DRIVER_MQTT
   registry.add(make_mqtt_driver());
+#elif defined(OMNIBUS_HAVE_MQTT)
+  registry.add_unavailable("mqtt", missing(true, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
 #else
-  registry.add_unavailable("mqtt", missing(mqtt, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
+  registry.add_unavailable("mqtt", missing(false, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
 #endif
-  registry.add_unavailable("amqp", missing(amqp, "rabbitmq-c", "librabbitmq-dev"));
-  registry.add_unavailable("nats", missing(nats, "cnats", "libnats-dev"));
+#ifdef OMNIBUS_HAVE_AMQP
+  registry.add_unavailable("amqp", missing(true, "rabbitmq-c", "librabbitmq-dev"));
+#else
+  registry.add_unavailable("amqp", missing(false, "rabbitmq-c", "librabbitmq-dev"));
+#endif
+#ifdef OMNIBUS_HAVE_NATS
+  registry.add_unavailable("nats", missing(true, "cnats", "libnats-dev"));
+#else
+  registry.add_unavailable("nats", missing(false, "cnats", "libnats-dev"));
+#endif
 }
 
 }  // namespace omnibus

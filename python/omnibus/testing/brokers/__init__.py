@@ -13,16 +13,19 @@ started_in (seconds from spawn to ready). BROKERS maps a URL scheme to its class
 from __future__ import annotations
 
 from ._base import Broker, BrokerError, ProgramMissing, free_port, started
+from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
 from .nats import NatsCluster, NatsServer, nats_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ}
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka}
 
 __all__ = [
     "BROKERS",
     "Broker",
     "BrokerError",
+    "Kafka",
+    "KafkaCluster",
     "Mosquitto",
     "NatsCluster",
     "NatsServer",
@@ -30,6 +33,8 @@ __all__ = [
     "RabbitMQ",
     "amqp_probe",
     "free_port",
+    "kafka_jars",
+    "kafka_probe",
     "mqtt_probe",
     "nats_probe",
     "started",

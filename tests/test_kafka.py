@@ -1,0 +1,165 @@
+"""kafka:// specifics beyond the conformance suite, against a real broker on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+import omnibus
+from omnibus.testing import wait_until
+
+pytestmark = pytest.mark.skipif("kafka" in omnibus.unavailable_drivers(), reason="kafka:// is not in this build")
+
+
+def topic_url(kafka_url: str, **options: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{kafka_url}/kt-{uuid.uuid4().hex[:10]}" + (f"?{query}" if query else "")
+
+
+def drain(subs: list[omnibus.Subscriber], n: int, timeout: float = 60) -> list[list[omnibus.Message]]:
+    """Receive from every subscriber until n messages arrived in all (or the timeout)."""
+    got: list[list[omnibus.Message]] = [[] for _ in subs]
+
+    def step() -> bool:
+        for i, s in enumerate(subs):
+            got[i].extend(s.receive_batch(1000, timeout=0.05))
+        return sum(map(len, got)) >= n
+
+    wait_until(step, timeout=timeout, interval=0)
+    return got
+
+
+def bootstrap(kafka_url: str) -> str:
+    return kafka_url.split("://", 1)[1].split("/", 1)[0]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat (Debian package kcat) is not installed")
+def test_interoperates_with_kcat_both_ways(kafka_url: str) -> None:
+    url = topic_url(kafka_url)
+    topic = url.rsplit("/", 1)[1]
+    with omnibus.publisher(url) as pub:
+        pub.publish(b"from omnibus", key=b"k1", headers={"h1": b"v1"}).result(timeout=30)
+    out = subprocess.run(
+        ["kcat", "-b", bootstrap(kafka_url), "-C", "-t", topic, "-o", "beginning", "-c", "1", "-e",
+         "-f", "%k|%s|%h\\n"], capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert out.strip() == "k1|from omnibus|h1=v1"
+
+    with omnibus.subscriber(url, group="kcat-reader", auto_ack=False) as sub:
+        subprocess.run(["kcat", "-b", bootstrap(kafka_url), "-P", "-t", topic, "-k", "k2", "-H", "h2=v2"],
+                       input="from kcat", text=True, timeout=60, check=True)
+        got = {bytes(m.payload): m for m in [sub.receive(timeout=30), sub.receive(timeout=30)]}
+        msg = got[b"from kcat"]
+        assert msg.key == b"k2" and msg.headers == [("h2", b"v2")]
+        sub.ack(list(got.values()))
+
+
+def test_an_unacked_message_holds_the_commit_back(kafka_url: str) -> None:
+    """With manual ack, a crash (close without ack) redelivers from the first unacked message."""
+    url = topic_url(kafka_url, group="inorder")
+    with omnibus.publisher(url) as pub:
+        pub.publish_many([b"m0", b"m1", b"m2"]).result(timeout=30)
+    with omnibus.subscriber(url, auto_ack=False) as first:
+        got = [first.receive(timeout=30) for _ in range(3)]
+        assert [bytes(m.payload) for m in got] == [b"m0", b"m1", b"m2"]
+        got[1].ack()
+        got[2].ack()  # m0 stays unacked: the committed offset must stay before it
+    with omnibus.subscriber(url, auto_ack=False) as second:
+        again = [second.receive(timeout=30) for _ in range(3)]
+        assert [bytes(m.payload) for m in again] == [b"m0", b"m1", b"m2"]
+        second.ack(again)
+    with omnibus.subscriber(url, auto_ack=False) as third, omnibus.publisher(url) as pub:
+        pub.publish(b"m3").result(timeout=30)
+        assert bytes(third.receive(timeout=30).payload) == b"m3"  # all acked: nothing comes back
+
+
+def test_nack_seeks_back(kafka_url: str) -> None:
+    url = topic_url(kafka_url)
+    with omnibus.subscriber(url, auto_ack=False) as sub, omnibus.publisher(url) as pub:
+        pub.publish_many([b"a", b"b"]).result(timeout=30)
+        a, b = sub.receive(timeout=30), sub.receive(timeout=30)
+        a.nack()
+        again = [sub.receive(timeout=30), sub.receive(timeout=30)]
+        # a comes again, and so does b, which followed it in the partition.
+        assert [bytes(m.payload) for m in again] == [b"a", b"b"]
+        assert [m.delivery_attempt for m in again] == [2, 2]
+        b.ack()
+        sub.ack(again)
+
+
+def test_several_partitions_spread_over_a_group_keeping_each_partition_ordered(kafka_url: str) -> None:
+    url = topic_url(kafka_url, partitions=6, group="spread")
+    n = 3000
+    with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b, omnibus.subscriber(url) as c, \
+            omnibus.publisher(url) as pub:
+        keys = [f"dev-{i % 30}".encode() for i in range(n)]
+        pub.publish_many([str(i).encode() for i in range(n)], keys=keys).result(timeout=30)
+        got = drain([a, b, c], n)
+    assert sum(map(len, got)) == n
+    assert sum(1 for v in got if v) >= 2, "the partitions did not spread over the group"
+    for msgs in got:
+        for key in {m.key for m in msgs}:
+            seq = [int(bytes(m.payload)) for m in msgs if m.key == key]
+            assert seq == sorted(seq)
+
+
+def test_bad_input(kafka_url: str) -> None:
+    with pytest.raises(omnibus.InvalidArgument, match="contains '\\$'.*a-z A-Z 0-9"):
+        omnibus.publisher(f"{kafka_url}/bad$topic")
+    with pytest.raises(omnibus.InvalidArgument, match="is missing"):
+        omnibus.publisher(kafka_url)
+    with pytest.raises(omnibus.InvalidArgument, match="acks.*one of 0, 1, all"):
+        omnibus.publisher(topic_url(kafka_url, acks=2))
+    with pytest.raises(omnibus.InvalidArgument, match="rdkafka.no.such.property.*rejected by librdkafka"):
+        omnibus.publisher(topic_url(kafka_url) + "?rdkafka.no.such.property=1")
+
+
+def test_unknown_broker_is_unavailable_not_a_hang() -> None:
+    # Port 1 on loopback: nothing listens there, and nothing leaves the machine.
+    with pytest.raises(omnibus.Unavailable, match="no Kafka broker at 127.0.0.1:1"):
+        omnibus.publisher("kafka://127.0.0.1:1/t?connect_timeout_ms=1500")
+    with pytest.raises(omnibus.Unavailable):
+        omnibus.subscriber("kafka://127.0.0.1:1/t?connect_timeout_ms=1500")
+
+
+def test_broker_killed_mid_stream_loses_no_acknowledged_message(kafka_broker: object, kafka_url: str) -> None:
+    """acks=all + idempotence, broker SIGKILLed and restarted while publishing:
+    every message whose delivery was confirmed is in the topic, none twice."""
+    url = topic_url(kafka_url, acks="all", idempotence="true", delivery_timeout_ms=120000)
+    confirmed: list[int] = []
+    failed: list[int] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        with omnibus.publisher(url) as pub:
+            i = 0
+            while not stop.is_set():
+                batch = list(range(i, i + 100))
+                d = pub.publish_many([str(x).encode() for x in batch])
+                d.wait(timeout=180)
+                bad = {idx for idx, _ in d.failures()}
+                confirmed.extend(x for k, x in enumerate(batch) if k not in bad)
+                failed.extend(x for k, x in enumerate(batch) if k in bad)
+                i += 100
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        assert wait_until(lambda: len(confirmed) >= 2000, timeout=60)
+        kafka_broker.restart(kill=True)  # type: ignore[attr-defined]
+        mark = len(confirmed)
+        assert wait_until(lambda: len(confirmed) >= mark + 2000, timeout=180), "publishing did not resume"
+    finally:
+        stop.set()
+        t.join(300)
+    print(f"confirmed {len(confirmed)}, failed {len(failed)} across a SIGKILL restart")
+    want = set(confirmed)
+    with omnibus.subscriber(url, group="after-crash") as sub:
+        seen = [int(bytes(m.payload)) for m in drain([sub], len(want), timeout=120)[0]]
+        seen += [int(bytes(m.payload)) for m in sub.receive_batch(10000, timeout=1)]  # anything beyond
+    assert want <= set(seen), f"{len(want - set(seen))} confirmed messages are missing"
+    assert len(seen) == len(set(seen)), "idempotent publishing wrote duplicates"
