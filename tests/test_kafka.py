@@ -163,3 +163,19 @@ def test_broker_killed_mid_stream_loses_no_acknowledged_message(kafka_broker: ob
         seen += [int(bytes(m.payload)) for m in sub.receive_batch(10000, timeout=1)]  # anything beyond
     assert want <= set(seen), f"{len(want - set(seen))} confirmed messages are missing"
     assert len(seen) == len(set(seen)), "idempotent publishing wrote duplicates"
+
+
+def test_three_node_cluster_spreads_a_group_and_keeps_partition_order(kafka_cluster_url: str) -> None:
+    """Against 3 brokers: a replicated topic, leaders on several nodes, a group of two sharing it."""
+    url = topic_url(kafka_cluster_url, partitions=6, replication_factor=3, acks="all", group="cluster-group")
+    n = 3000
+    with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b, omnibus.publisher(url) as pub:
+        keys = [f"dev-{i % 40}".encode() for i in range(n)]
+        pub.publish_many([str(i).encode() for i in range(n)], keys=keys).result(timeout=60)
+        got = drain([a, b], n, timeout=120)
+    assert sum(map(len, got)) == n and all(got), [len(g) for g in got]
+    assert not ({m.key for m in got[0]} & {m.key for m in got[1]})  # a key lives on one member
+    for msgs in got:
+        for key in {m.key for m in msgs}:
+            seq = [int(bytes(m.payload)) for m in msgs if m.key == key]
+            assert seq == sorted(seq)
