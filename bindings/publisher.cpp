@@ -87,8 +87,14 @@ void enqueue_all(PyPublisher& p, std::vector<OutMessage>& msgs, const std::share
     tracker->fail_rest(done, Error(ErrorCode::Timeout, "publish was interrupted before this message was enqueued"));
     throw;
   } catch (const Error& e) {
-    tracker->fail_rest(done, e);
+    tracker->fail_rest(done, e);  // enqueue throws only when it queued nothing in that call
     throw;
+  }
+  if (!ok && p.pub->closed()) {
+    Error err(ErrorCode::Closed, "publisher for " + p.pub->url() + " was closed while publishing; messages " +
+                                     std::to_string(done) + ".." + std::to_string(n - 1) + " of this call were not enqueued");
+    tracker->fail_rest(done, err);
+    raise(err);
   }
   if (!ok) {
     Error err(ErrorCode::ResourceExhausted,

@@ -21,6 +21,9 @@ import omnibus
 
 @pytest.fixture
 def sigint_after() -> Iterator[Callable[[float], None]]:
+    # A terminal gives Python its KeyboardInterrupt handler; a detached CI job
+    # may start us with SIGINT ignored or at its default. Test what a user sees.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timers: list[threading.Timer] = []
 
     def arm(seconds: float) -> None:
@@ -31,6 +34,7 @@ def sigint_after() -> Iterator[Callable[[float], None]]:
     yield arm
     for t in timers:
         t.cancel()
+    signal.signal(signal.SIGINT, previous)
 
 
 def _interrupted(call: Callable[[], object], arm: Callable[[float], None]) -> float:
@@ -82,9 +86,19 @@ def test_ctrl_c_in_a_real_process() -> None:
     """A script blocked in receive() exits on SIGINT with KeyboardInterrupt."""
     script = textwrap.dedent(
         """
-        import sys, omnibus
+        import signal, sys, threading, time, omnibus
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever CI gave us
         sub = omnibus.subscriber("mem://nobody-publishes")
-        print("ready", flush=True)
+        main = threading.main_thread()
+
+        def announce():
+            # Say "ready" only once the main thread is inside receive(), so the
+            # signal cannot land before the blocking call starts.
+            while sys._current_frames()[main.ident].f_lineno != RECEIVE_LINE:
+                time.sleep(0.01)
+            print("ready", flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
         try:
             sub.receive()
         except KeyboardInterrupt:
@@ -93,6 +107,8 @@ def test_ctrl_c_in_a_real_process() -> None:
             sys.exit(42)
         """
     )
+    receive_line = next(i for i, line in enumerate(script.splitlines(), 1) if "sub.receive()" in line)
+    script = script.replace("RECEIVE_LINE", str(receive_line))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

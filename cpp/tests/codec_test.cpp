@@ -104,8 +104,8 @@ TEST(Codec, MsgpackIsCompact) {
 
 TEST(Codec, MsgpackDecodeErrorIsCodecError) {
   auto mp = builtin_codec("msgpack");
-  // A map header announcing one pair, then nothing; and a reserved type byte.
-  for (const std::string bad : {std::string("\x81"), std::string("\xc1"), std::string("")}) {
+  // A map header announcing one pair, then nothing; a reserved type byte; nothing.
+  for (const char* bad : {"\x81", "\xc1", ""}) {
     auto e = error_of([&] { mp->decode(bad); });
     ASSERT_TRUE(e);
     EXPECT_EQ(e->code(), ErrorCode::Codec);

@@ -128,6 +128,44 @@ TEST(Options, UnknownNameListsTheValidOnesWithTypeAndDefault) {
   EXPECT_TRUE(has_substr(what, "  name (str, default ''): a name\n"));
 }
 
+// A spec named "lib." admits any "lib.<name>" as a string for the driver's
+// native library.
+TEST(Options, FamilyPassesAnyNameWithItsPrefix) {
+  std::vector<OptionSpec> s = specs();
+  s.push_back({"lib.", OptionType::String, "", "handed to the library"});
+  auto v = OptionValues::parse(s, {{"lib.linger.ms", "5"}, {"retries", "1"}, {"lib.acks", "all"}}, "test:// thing");
+  auto fam = v.family("lib.");
+  using Map = std::map<std::string, std::string>;
+  EXPECT_EQ(Map(fam.begin(), fam.end()), (Map{{"linger.ms", "5"}, {"acks", "all"}}));
+  EXPECT_EQ(v.get_string("lib.acks"), "all");
+  EXPECT_TRUE(v.was_given("lib.linger.ms"));
+  EXPECT_EQ(v.get_int("retries"), 1);
+  EXPECT_TRUE(v.family("other.").empty());
+  EXPECT_EQ(v.values().count("lib."), 0u);  // the family itself has no value
+}
+
+TEST(Options, FamilyKeepsTheLastValueOfARepeatedName) {
+  std::vector<OptionSpec> s = {{"lib.", OptionType::String, "", "handed to the library"}};
+  auto v = OptionValues::parse(s, {{"lib.acks", "1"}, {"lib.acks", "all"}}, "test:// thing");
+  for (const auto& [name, value] : v.family("lib.")) {
+    EXPECT_EQ(name, "acks");
+    EXPECT_EQ(value, "all");
+  }
+}
+
+TEST(Options, FamilyPrefixAloneIsUnknownAndListedWithPlaceholder) {
+  std::vector<OptionSpec> s = {{"lib.", OptionType::String, "", "handed to the library"},
+                               {"plain", OptionType::Int, "1", "an int"}};
+  for (const char* name : {"lib.", "lib", "libx"}) {
+    auto e = error_of([&] { OptionValues::parse(s, {{name, "1"}}, "test:// thing"); });
+    ASSERT_TRUE(e) << name;
+    EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+    EXPECT_TRUE(has_substr(e->what(), std::string("unknown option '") + name + "'"));
+    EXPECT_TRUE(has_substr(e->what(), "valid options are: lib.<name>, plain"));
+    EXPECT_TRUE(has_substr(e->what(), "  lib.<name> (str, default ''): handed to the library\n"));
+  }
+}
+
 TEST(Options, DescribeOptionsOneLinePerSpec) {
   std::vector<OptionSpec> s = {
       {"a", OptionType::Bool, "true", "first"},
@@ -195,6 +233,28 @@ TEST(Options, SubscriberOpenRejectsUnknownOptionListingPortableAndDriverOptions)
   EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
   EXPECT_TRUE(has_substr(e->what(), "unknown option 'grup' for mem:// subscriber"));
   EXPECT_TRUE(has_substr(e->what(), "valid options are: ack_deadline_ms, auto_ack, group, prefetch"));
+}
+
+TEST(Options, OneUrlServesBothSides) {
+  // A URL query option of the other role is skipped, so a shared URL can
+  // carry publisher and subscriber settings together.
+  const auto url = test::unique_topic_url("?group=g&prefetch=5&batch_messages=3&max_message_bytes=64");
+  auto pub = Publisher::open(url);
+  EXPECT_EQ(pub->config().batch_messages, 3u);
+  EXPECT_EQ(pub->capabilities().max_message_bytes, 64u);
+  auto sub = Subscriber::open(url);
+  EXPECT_EQ(sub->config().prefetch, 5u);
+}
+
+TEST(Options, KeywordOptionsMustBelongToTheRole) {
+  const auto url = test::unique_topic_url();
+  auto e = error_of([&] { Publisher::open(url, {{"group", "g"}}); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(has_substr(e->what(), "unknown option 'group' for mem:// publisher"));
+  e = error_of([&] { Subscriber::open(url, {{"batch_messages", "3"}}); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(has_substr(e->what(), "unknown option 'batch_messages' for mem:// subscriber"));
 }
 
 TEST(Options, OpenRejectsBadValuesBeforeConnecting) {

@@ -28,6 +28,11 @@ using Sizes = std::vector<std::size_t>;
 // another reason (count, bytes, flush, close).
 constexpr std::chrono::microseconds kForever = std::chrono::seconds(60);
 
+// Gives the sender thread time to start waiting out the linger, so that what
+// follows has to wake it from that wait. Only which code path runs depends
+// on this pause, never whether a test passes.
+void settle_into_linger() { std::this_thread::sleep_for(20ms); }
+
 PublisherConfig config(std::size_t batch_messages = 1000, std::chrono::microseconds linger = {}) {
   PublisherConfig c;
   c.batch_messages = batch_messages;
@@ -159,6 +164,7 @@ TEST(PublisherBatching, LingerWaitsForAFullBatch) {
   Rig r(config(5, kForever));
   std::vector<std::shared_ptr<DeliveryTracker>> ts;
   for (int i = 0; i < 4; ++i) ts.push_back(r.pub->publish(outs({"m" + std::to_string(i)})));
+  settle_into_linger();
   // Linger has not run out and the batch is not full: nothing may leave yet.
   EXPECT_EQ(r.sender->batch_count(), 0u);
   EXPECT_EQ(r.pub->stats().pending, 4u);
@@ -189,14 +195,17 @@ TEST(PublisherBatching, ByteLimitEndsLingerEarly) {
   auto c = config(1000, kForever);
   c.batch_bytes = 10;
   Rig r(c);
-  auto t = r.pub->publish(outs({"aaaa", "bbbb", "cccc"}));
+  auto t1 = r.pub->publish(outs({"aaaa"}));
+  settle_into_linger();
+  auto t2 = r.pub->publish(outs({"bbbb", "cccc"}));
   // 12 queued bytes reach the limit: the first two go, the third waits.
   ASSERT_TRUE(eventually([&] { return r.sender->batch_count() == 1; }));
   EXPECT_EQ(r.sender->batches(), (Batches{{"aaaa", "bbbb"}}));
-  EXPECT_FALSE(t->done());
+  EXPECT_TRUE(t1->wait_for(kPatience));
+  EXPECT_FALSE(t2->done());
   ASSERT_TRUE(r.pub->flush(kPatience));
   EXPECT_EQ(r.sender->batches(), (Batches{{"aaaa", "bbbb"}, {"cccc"}}));
-  EXPECT_TRUE(t->done());
+  EXPECT_TRUE(t2->done());
 }
 
 TEST(PublisherBatching, LeftoverOfAFullBatchWaitsForLingerOrFlush) {
@@ -694,3 +703,14 @@ TEST(DeliveryTracker, OnDoneCallbackMayPublishAgain) {
 
 }  // namespace
 }  // namespace omnibus
+
+// A pending queue smaller than a batch must not wait out the linger: the full
+// queue counts as a ready batch, so blocked producers get room at once.
+TEST(PublisherBackPressure, FullQueueIsSentDespiteLongLinger) {
+  auto pub = omnibus::Publisher::open(
+      omnibus::test::unique_topic_url("?max_pending=3&batch_messages=100&batch_linger_ms=60000"));
+  std::vector<omnibus::OutMessage> msgs = {omnibus::test::out("a"), omnibus::test::out("b"), omnibus::test::out("c"),
+                                           omnibus::test::out("d")};
+  auto tracker = std::make_shared<omnibus::DeliveryTracker>(4);
+  EXPECT_EQ(pub->enqueue(msgs, 0, tracker, 0, std::chrono::seconds(30)), 4u);
+}

@@ -216,12 +216,6 @@ class FakeSender : public Sender {
     std::lock_guard lock(mu_);
     return batches_.size();
   }
-  std::size_t messages_sent() const {
-    std::lock_guard lock(mu_);
-    std::size_t n = 0;
-    for (const auto& b : batches_) n += b.size();
-    return n;
-  }
   std::size_t held_batches() const {
     std::lock_guard lock(mu_);
     return held_.size();

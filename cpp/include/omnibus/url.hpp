@@ -33,9 +33,6 @@ struct Url {
 
   // The URL with the password replaced by "***", for messages and logs.
   static std::string redact(std::string_view text);
-
- private:
-  static Url parse_unchecked(std::string_view text);
 };
 
 // Percent-decodes `s`; throws InvalidArgument on a bad escape. `what` names the

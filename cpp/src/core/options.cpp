@@ -137,8 +137,11 @@ const std::string& OptionValues::get_string(const std::string& name) const {
 std::vector<std::pair<std::string, std::string>> OptionValues::family(const std::string& prefix) const {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& name : given_) {
-    if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0)
-      out.emplace_back(name.substr(prefix.size()), std::get<std::string>(values_.at(name)));
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    auto rest = name.substr(prefix.size());
+    // Given twice: values_ already holds the later value; list the name once.
+    if (std::none_of(out.begin(), out.end(), [&](const auto& p) { return p.first == rest; }))
+      out.emplace_back(rest, std::get<std::string>(values_.at(name)));
   }
   return out;
 }

@@ -134,7 +134,12 @@ std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
   std::unique_lock lock(mu_);
   std::size_t done = 0;
   while (start + done < msgs.size()) {
-    if (closed_) throw Error(ErrorCode::Closed, "publisher for " + url_ + " is closed");
+    if (closed_) {
+      // Report what this call did enqueue; the caller sees the shortfall and
+      // fails the rest. Throwing here would hide the part already queued.
+      if (done > 0) break;
+      throw Error(ErrorCode::Closed, "publisher for " + url_ + " is closed");
+    }
     if (pending_ >= config_.max_pending) {
       if (!space_cv_.wait_until(lock, deadline, [&] { return pending_ < config_.max_pending || closed_; }))
         break;
@@ -165,6 +170,12 @@ std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
 std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs) {
   auto tracker = std::make_shared<DeliveryTracker>(msgs.size());
   std::size_t n = enqueue(msgs, 0, tracker, 0, config_.block_timeout);
+  if (n < msgs.size() && closed()) {
+    Error err(ErrorCode::Closed, "publisher for " + url_ + " was closed while publishing; messages " +
+                                     std::to_string(n) + ".." + std::to_string(msgs.size() - 1) + " were not enqueued");
+    tracker->fail_rest(n, err);
+    throw err;
+  }
   if (n < msgs.size()) {
     Error err(ErrorCode::ResourceExhausted,
               "publish queue of " + url_ + " stayed full (max_pending=" + std::to_string(config_.max_pending) +
@@ -177,8 +188,10 @@ std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs
 }
 
 bool Publisher::batch_ready_locked() const {
+  // A full pending queue counts as ready: producers wait for room, and linger
+  // must not make them wait for a batch that cannot grow.
   return queue_.size() >= config_.batch_messages || queued_bytes_ >= config_.batch_bytes || flushers_ > 0 ||
-         closed_ || stopping_ || config_.linger.count() == 0;
+         pending_ >= config_.max_pending || closed_ || stopping_ || config_.linger.count() == 0;
 }
 
 void Publisher::run() {

@@ -119,16 +119,6 @@ std::string Url::redact(std::string_view text) {
 }
 
 Url Url::parse(std::string_view text) {
-  try {
-    return parse_unchecked(text);
-  } catch (const Error& e) {
-    // Percent-decoding errors do not know the URL; name it here.
-    if (std::string_view(e.what()).rfind("malformed URL", 0) == 0) throw;
-    bad(text, e.what());
-  }
-}
-
-Url Url::parse_unchecked(std::string_view text) {
   Url url;
   url.text = redact(text);
   auto sep = text.find("://");
