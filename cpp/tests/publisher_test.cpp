@@ -704,13 +704,3 @@ TEST(DeliveryTracker, OnDoneCallbackMayPublishAgain) {
 }  // namespace
 }  // namespace omnibus
 
-// A pending queue smaller than a batch must not wait out the linger: the full
-// queue counts as a ready batch, so blocked producers get room at once.
-TEST(PublisherBackPressure, FullQueueIsSentDespiteLongLinger) {
-  auto pub = omnibus::Publisher::open(
-      omnibus::test::unique_topic_url("?max_pending=3&batch_messages=100&batch_linger_ms=60000"));
-  std::vector<omnibus::OutMessage> msgs = {omnibus::test::out("a"), omnibus::test::out("b"), omnibus::test::out("c"),
-                                           omnibus::test::out("d")};
-  auto tracker = std::make_shared<omnibus::DeliveryTracker>(4);
-  EXPECT_EQ(pub->enqueue(msgs, 0, tracker, 0, std::chrono::seconds(30)), 4u);
-}

@@ -74,7 +74,7 @@ std::vector<OptionSpec> Publisher::portable_options() {
       {"batch_messages", OptionType::Int, "1000", "most messages the engine hands to the driver in one batch", {}, 1},
       {"batch_bytes", OptionType::Int, "1048576", "most payload+key+header bytes in one batch (a larger message goes alone)", {}, 1},
       {"batch_linger_ms", OptionType::Float, "0.1", "how long a batch may wait to fill up (a full batch goes at once); 0 sends as soon as the driver is free, at the cost of many tiny batches under load", {}, 0, 60000},
-      {"max_pending", OptionType::Int, "100000", "bound on messages queued or in flight; publish blocks when it is reached", {}, 1},
+      {"max_pending", OptionType::Int, "100000", "bound on messages queued or in flight; publish blocks when it is reached (keep it >= batch_messages: a full queue still waits out batch_linger_ms)", {}, 1},
       {"block_timeout_ms", OptionType::Int, "10000", "how long publish blocks on a full queue before raising ResourceExhausted", {}, 0},
   };
 }
@@ -188,10 +188,11 @@ std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs
 }
 
 bool Publisher::batch_ready_locked() const {
-  // A full pending queue counts as ready: producers wait for room, and linger
-  // must not make them wait for a batch that cannot grow.
+  // Linger is honoured even when the pending queue is full (max_pending below
+  // batch_messages): blocked producers then wait out the linger. The option
+  // docs say so; the defaults (100000 pending, 1000 per batch) never do it.
   return queue_.size() >= config_.batch_messages || queued_bytes_ >= config_.batch_bytes || flushers_ > 0 ||
-         pending_ >= config_.max_pending || closed_ || stopping_ || config_.linger.count() == 0;
+         closed_ || stopping_ || config_.linger.count() == 0;
 }
 
 void Publisher::run() {
