@@ -15,11 +15,13 @@ struct Opened {
   OptionValues options;
 };
 
-// Parses `url_text`, finds its driver and validates the options of one role
-// ("publisher" or "subscriber"). A URL query option that only the other role
-// declares is skipped, so one URL serves both sides; keyword options (`extra`)
-// must belong to this role. Throws InvalidArgument/Unsupported.
-Opened open_url(const std::string& url_text, const std::vector<std::pair<std::string, std::string>>& extra,
-                const char* role, std::vector<OptionSpec> own, const std::vector<OptionSpec>& other);
+enum class Role { Publisher, Subscriber };
+
+// Parses `url_text`, finds its driver and validates the options of one role:
+// the portable ones of that role plus the driver's. A URL query option that
+// only the other role declares is skipped, so one URL serves both sides;
+// keyword options (`extra`) must belong to this role. Throws
+// InvalidArgument/Unsupported.
+Opened open_url(const std::string& url_text, const std::vector<std::pair<std::string, std::string>>& extra, Role role);
 
 }  // namespace omnibus::detail

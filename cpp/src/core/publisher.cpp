@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "core/open.hpp"
-#include "omnibus/subscriber.hpp"
 
 namespace omnibus {
 
@@ -81,14 +80,7 @@ std::vector<OptionSpec> Publisher::portable_options() {
 
 std::shared_ptr<Publisher> Publisher::open(const std::string& url_text,
                                            const std::vector<std::pair<std::string, std::string>>& extra) {
-  auto driver = DriverRegistry::instance().get(Url::parse(url_text).scheme);
-  auto own = portable_options();
-  auto theirs = driver->sender_options();
-  own.insert(own.end(), theirs.begin(), theirs.end());
-  auto other = Subscriber::portable_options();
-  auto receiver = driver->receiver_options();
-  other.insert(other.end(), receiver.begin(), receiver.end());
-  auto [url, _, options] = detail::open_url(url_text, extra, "publisher", own, other);
+  auto [url, driver, options] = detail::open_url(url_text, extra, detail::Role::Publisher);
 
   PublisherConfig config;
   config.batch_messages = static_cast<std::size_t>(options.get_int("batch_messages"));

@@ -4,7 +4,6 @@
 
 #include "core/open.hpp"
 #include "omnibus/error.hpp"
-#include "omnibus/publisher.hpp"
 
 namespace omnibus {
 
@@ -19,14 +18,7 @@ std::vector<OptionSpec> Subscriber::portable_options() {
 
 std::shared_ptr<Subscriber> Subscriber::open(const std::string& url_text,
                                              const std::vector<std::pair<std::string, std::string>>& extra) {
-  auto driver = DriverRegistry::instance().get(Url::parse(url_text).scheme);
-  auto own = portable_options();
-  auto theirs = driver->receiver_options();
-  own.insert(own.end(), theirs.begin(), theirs.end());
-  auto other = Publisher::portable_options();
-  auto sender = driver->sender_options();
-  other.insert(other.end(), sender.begin(), sender.end());
-  auto [url, _, options] = detail::open_url(url_text, extra, "subscriber", own, other);
+  auto [url, driver, options] = detail::open_url(url_text, extra, detail::Role::Subscriber);
   SubscriberConfig config;
   config.prefetch = static_cast<std::size_t>(options.get_int("prefetch"));
   config.auto_ack = options.get_bool("auto_ack");

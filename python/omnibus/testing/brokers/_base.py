@@ -336,6 +336,50 @@ class Broker:
         return f"<{type(self).__name__} {self.name} {state} {self.url if self.ports else ''}>"
 
 
+class Cluster:
+    """Nodes that start together: ports for all first (each node's config names
+    its peers), then every node spawned, then each waited for, since none is
+    ready before its peers are up. Spawned from the caller's thread (see spawn).
+    Subclasses set ``scheme`` and ``nodes`` and implement ``_link``.
+    """
+
+    scheme: ClassVar[str]
+    default_start_timeout: ClassVar[float] = 60.0
+    nodes: list[Broker]
+
+    def _link(self) -> None:
+        """Tell each node its peers, once every node has its ports."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://" + ",".join(f"{LOOPBACK}:{n.ports['port']}" for n in self.nodes)
+
+    def start(self, timeout: float | None = None) -> Cluster:
+        for n in self.nodes:
+            n.ports = {name: free_port() for name in n._ports()}
+        self._link()
+        try:
+            for n in self.nodes:
+                n.spawn()
+            for n in self.nodes:
+                n.wait_ready(timeout or self.default_start_timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @contextlib.contextmanager
 def started(*brokers: Broker, timeout: float | None = None) -> Iterator[tuple[Broker, ...]]:
     """Start several brokers, yield them, close them all even on error."""

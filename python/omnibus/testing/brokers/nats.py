@@ -7,7 +7,7 @@ import socket
 import urllib.request
 from collections.abc import Sequence
 
-from ._base import LOOPBACK, Broker, free_port
+from ._base import LOOPBACK, Broker, Cluster
 
 
 def nats_probe(host: str, port: int, timeout: float = 2.0) -> None:
@@ -67,33 +67,19 @@ class NatsServer(Broker):
             jetstream_ready(LOOPBACK, self.ports["monitor"])
 
 
-class NatsCluster:
+class NatsCluster(Cluster):
     """Three (or n) nats-server nodes routed to each other, JetStream on each."""
+
+    scheme = "nats"
 
     def __init__(self, size: int = 3, *, name: str = "omnibus") -> None:
         if size < 2:
             raise ValueError("a cluster has at least 2 nodes")
-        self.nodes = [NatsServer(name=f"nats-{i}", cluster=name) for i in range(size)]
+        self.nodes: list[NatsServer] = [NatsServer(name=f"nats-{i}", cluster=name) for i in range(size)]
 
-    @property
-    def url(self) -> str:
-        return "nats://" + ",".join(f"{LOOPBACK}:{n.ports['port']}" for n in self.nodes)
-
-    def start(self, timeout: float | None = None) -> NatsCluster:
-        for n in self.nodes:
-            n.ports = {name: free_port() for name in n._ports()}
+    def _link(self) -> None:
         for n in self.nodes:
             n.routes = [m.ports["cluster"] for m in self.nodes if m is not n]
-        try:
-            # JetStream in a cluster waits for its peers: spawn all, then wait for each.
-            for n in self.nodes:
-                n.spawn()
-            for n in self.nodes:
-                n.wait_ready(timeout or 60.0)
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def routes_connected(self) -> int:
         """Fewest routes any node has (n-1 when the mesh is complete)."""
@@ -102,13 +88,3 @@ class NatsCluster:
             with urllib.request.urlopen(f"http://{LOOPBACK}:{n.ports['monitor']}/routez", timeout=2) as r:  # noqa: S310
                 counts.append(int(json.loads(r.read()).get("num_routes", 0)))
         return min(counts)
-
-    def close(self) -> None:
-        for n in self.nodes:
-            n.close()
-
-    def __enter__(self) -> NatsCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
