@@ -87,3 +87,16 @@ def receive_n(sub: omnibus.Subscriber, n: int, timeout: float = 10.0) -> list[om
             pytest.fail(f"received {len(got)} of {n} messages within {timeout} s")
         got.extend(sub.receive_batch(n - len(got), timeout=left))
     return got
+
+
+def receive_from(subs: list[omnibus.Subscriber], n: int, timeout: float = 60.0) -> list[list[omnibus.Message]]:
+    """What each subscriber got, receiving from all in turn until n messages arrived in total (or the timeout)."""
+    got: list[list[omnibus.Message]] = [[] for _ in subs]
+
+    def step() -> bool:
+        for i, sub in enumerate(subs):
+            got[i].extend(sub.receive_batch(1000, timeout=0.05))
+        return sum(map(len, got)) >= n
+
+    wait_until(step, timeout=timeout, interval=0)
+    return got

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 import omnibus
+from conftest import receive_from
 from omnibus.testing import wait_until
 
 pytestmark = pytest.mark.skipif("kafka" in omnibus.unavailable_drivers(), reason="kafka:// is not in this build")
@@ -18,19 +19,6 @@ pytestmark = pytest.mark.skipif("kafka" in omnibus.unavailable_drivers(), reason
 def topic_url(kafka_url: str, **options: object) -> str:
     query = "&".join(f"{k}={v}" for k, v in options.items())
     return f"{kafka_url}/kt-{uuid.uuid4().hex[:10]}" + (f"?{query}" if query else "")
-
-
-def drain(subs: list[omnibus.Subscriber], n: int, timeout: float = 60) -> list[list[omnibus.Message]]:
-    """Receive from every subscriber until n messages arrived in all (or the timeout)."""
-    got: list[list[omnibus.Message]] = [[] for _ in subs]
-
-    def step() -> bool:
-        for i, s in enumerate(subs):
-            got[i].extend(s.receive_batch(1000, timeout=0.05))
-        return sum(map(len, got)) >= n
-
-    wait_until(step, timeout=timeout, interval=0)
-    return got
 
 
 def bootstrap(kafka_url: str) -> str:
@@ -98,7 +86,7 @@ def test_several_partitions_spread_over_a_group_keeping_each_partition_ordered(k
             omnibus.publisher(url) as pub:
         keys = [f"dev-{i % 30}".encode() for i in range(n)]
         pub.publish_many([str(i).encode() for i in range(n)], keys=keys).result(timeout=30)
-        got = drain([a, b, c], n)
+        got = receive_from([a, b, c], n)
     assert sum(map(len, got)) == n
     assert sum(1 for v in got if v) >= 2, "the partitions did not spread over the group"
     for msgs in got:
@@ -159,7 +147,7 @@ def test_broker_killed_mid_stream_loses_no_acknowledged_message(kafka_broker: ob
     print(f"confirmed {len(confirmed)}, failed {len(failed)} across a SIGKILL restart")
     want = set(confirmed)
     with omnibus.subscriber(url, group="after-crash") as sub:
-        seen = [int(bytes(m.payload)) for m in drain([sub], len(want), timeout=120)[0]]
+        seen = [int(bytes(m.payload)) for m in receive_from([sub], len(want), timeout=120)[0]]
         seen += [int(bytes(m.payload)) for m in sub.receive_batch(10000, timeout=1)]  # anything beyond
     assert want <= set(seen), f"{len(want - set(seen))} confirmed messages are missing"
     assert len(seen) == len(set(seen)), "idempotent publishing wrote duplicates"
@@ -172,7 +160,7 @@ def test_three_node_cluster_spreads_a_group_and_keeps_partition_order(kafka_clus
     with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b, omnibus.publisher(url) as pub:
         keys = [f"dev-{i % 40}".encode() for i in range(n)]
         pub.publish_many([str(i).encode() for i in range(n)], keys=keys).result(timeout=60)
-        got = drain([a, b], n, timeout=120)
+        got = receive_from([a, b], n, timeout=120)
     assert sum(map(len, got)) == n and all(got), [len(g) for g in got]
     assert not ({m.key for m in got[0]} & {m.key for m in got[1]})  # a key lives on one member
     for msgs in got:
