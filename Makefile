@@ -15,7 +15,10 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat \
 	openjdk-17-jre-headless maven
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
-	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6"
+	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
+	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3"
+# The last four are the peer clients that the benchmarks run beside omnibus in
+# the same run (bench_*.py print both figures and the ratio).
 
 .PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean
 

@@ -45,14 +45,20 @@ def _text(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-# Per protocol: how a fresh topic URL is made from the broker URL the pytest
-# plugin gives (started on loopback, or OMNIBUS_<KIND>_URL), with the options
-# the conformance suite needs from that protocol.
-_TOPIC_URL: dict[str, Callable[[str, str], str]] = {
+# Per target: the broker it runs on (the pytest plugin's `<kind>_url` fixture:
+# started on loopback, or OMNIBUS_<KIND>_URL) and how a fresh topic URL is made
+# from that broker's URL, with the options the conformance suite needs. A
+# target whose driver is not in this build is skipped, naming why.
+_TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Several partitions, so that competing consumers both get work; 1 MiB payloads allowed.
-    "kafka": lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304",
+    "kafka": ("kafka", lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304"),
     # MQTT 5 (keys and headers as user properties), QoS 1: at-least-once like the others.
-    "mqtt": lambda base, topic: f"{base}/{topic}?qos=1",
+    "mqtt": ("mqtt", lambda base, topic: f"{base}/{topic}?qos=1"),
+    # A queue of its own per test, bound to the default exchange, publisher confirms on.
+    "amqp": ("amqp", lambda base, topic: f"{base}/{topic}"),
+    # Core NATS (at-most-once) and JetStream (a stream of its own per test).
+    "nats": ("nats", lambda base, topic: f"{base}/{topic}"),
+    "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
 }
 
 TARGETS = ["mem", *_TOPIC_URL]
@@ -63,11 +69,12 @@ def target(request: pytest.FixtureRequest) -> Target:
     name: str = request.param
     if name == "mem":
         return Target("mem", lambda topic: f"mem://{topic}")
-    missing = omnibus.unavailable_drivers().get(name)
+    kind, make = _TOPIC_URL[name]
+    missing = omnibus.unavailable_drivers().get(kind)
     if missing:
-        pytest.skip(f"{name}:// is not in this build: {missing}")
-    base = request.getfixturevalue(f"{name}_url").rstrip("/")
-    return Target(name, lambda topic: _TOPIC_URL[name](base, topic))
+        pytest.skip(f"{kind}:// is not in this build: {missing}")
+    base = request.getfixturevalue(f"{kind}_url").rstrip("/")
+    return Target(name, lambda topic: make(base, topic))
 
 
 def require(target: Target, capability: str) -> None:

@@ -46,4 +46,10 @@ class Error : public std::runtime_error {
   bool retryable_;
 };
 
+// `s` quoted for an error message: control bytes (NUL, newline, ...) and
+// bytes >= 0x7f that are not part of valid UTF-8 are written as \xNN, so a
+// message never carries a NUL (which would cut it short) and shows what was
+// really given. Thread-safe; does not throw beyond std::bad_alloc.
+std::string printable(std::string_view s);
+
 }  // namespace omnibus

@@ -8,6 +8,12 @@
 #ifdef OMNIBUS_DRIVER_MQTT
 #include "drivers/mqtt/mqtt_driver.hpp"
 #endif
+#ifdef OMNIBUS_DRIVER_AMQP
+#include "drivers/amqp/amqp_driver.hpp"
+#endif
+#ifdef OMNIBUS_DRIVER_NATS
+#include "drivers/nats/nats_driver.hpp"
+#endif
 
 namespace omnibus {
 
@@ -38,12 +44,16 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #else
   registry.add_unavailable("mqtt", missing(false, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
 #endif
-#ifdef OMNIBUS_HAVE_AMQP
+#ifdef OMNIBUS_DRIVER_AMQP
+  registry.add(make_amqp_driver());
+#elif defined(OMNIBUS_HAVE_AMQP)
   registry.add_unavailable("amqp", missing(true, "rabbitmq-c", "librabbitmq-dev"));
 #else
   registry.add_unavailable("amqp", missing(false, "rabbitmq-c", "librabbitmq-dev"));
 #endif
-#ifdef OMNIBUS_HAVE_NATS
+#ifdef OMNIBUS_DRIVER_NATS
+  registry.add(make_nats_driver());
+#elif defined(OMNIBUS_HAVE_NATS)
   registry.add_unavailable("nats", missing(true, "cnats", "libnats-dev"));
 #else
   registry.add_unavailable("nats", missing(false, "cnats", "libnats-dev"));
