@@ -16,9 +16,11 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	openjdk-17-jre-headless maven
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
 	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
+	"pandas>=1.5" "matplotlib>=3.6" \
 	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3"
-# The last four are the peer clients that the benchmarks run beside omnibus in
-# the same run (bench_*.py print both figures and the ratio).
+# pandas and matplotlib: omnibus compare's tables and plots. The last four are
+# the peer clients that the benchmarks run beside omnibus in the same run
+# (bench_*.py print both figures and the ratio), and Kafka's end offsets.
 
 .PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean
 
@@ -67,8 +69,9 @@ py-install: deps
 test: cpp-test py-install
 	$(PY) -m pytest
 
+# The main job: the protocol comparison on brokers omnibus starts itself.
 demo: py-install
-	$(PY) -m omnibus demo
+	$(PY) -m omnibus compare --quick --out omnibus-compare
 
 bench: py-install
 	$(PY) benchmarks/bench_mem.py

@@ -9,6 +9,7 @@ void export_delivery(py::module_& m);
 void export_publisher(py::module_& m);
 void export_subscriber(py::module_& m);
 void export_registry(py::module_& m);
+void export_bench(py::module_& m);
 }  // namespace omnibus::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -21,4 +22,5 @@ PYBIND11_MODULE(_core, m) {
   export_publisher(m);
   export_subscriber(m);
   export_registry(m);
+  export_bench(m);
 }

@@ -1,9 +1,12 @@
-"""The omnibus command line: ``omnibus demo``, ``omnibus brokers up|status|down``, ``omnibus drivers``."""
+"""The omnibus command line: ``omnibus compare``, ``omnibus demo``, ``omnibus brokers up|status|down``,
+``omnibus drivers``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 import omnibus
 
@@ -33,6 +36,53 @@ def _demo(args: argparse.Namespace) -> int:
     if missing:
         print("  not in this build yet: " + ", ".join(f"{s}://" for s in sorted(missing)))
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import bench
+
+    protocols = [p for p in (args.protocols or ",".join(bench.PROTOCOLS)).split(",") if p]
+    unknown = sorted(set(protocols) - set(bench.PROTOCOLS))
+    if unknown:
+        print(f"omnibus compare: unknown protocol(s) {unknown}; choose from {', '.join(bench.PROTOCOLS)}",
+              file=sys.stderr)
+        return 2
+    if args.workload:
+        workloads = [bench.Workload.from_file(args.workload)]
+    elif args.quick:
+        workloads = [bench.Workload(name="throughput", payload_sizes=[100], messages=5_000, idle_timeout=3),
+                     bench.Workload(name="latency", payload_sizes=[100], messages=1_000, rate=2_000, idle_timeout=3)]
+    else:
+        workloads = [bench.Workload(name="throughput", payload_sizes=[100, 1_000, 10_000], messages=20_000),
+                     bench.Workload(name="latency", payload_sizes=[100], messages=5_000, rate=2_000)]
+    given = dict(u.split("=", 1) for u in args.url or [])
+    for kind, url in given.items():
+        os.environ[f"OMNIBUS_{kind.upper()}_URL"] = url
+    started = time.monotonic()
+    print(f"omnibus {omnibus.__version__} protocol comparison: starting brokers for {', '.join(protocols)} ...",
+          flush=True)
+    with bench.local_brokers(protocols) as (urls, brokers):
+        for kind, url in urls.items():
+            how = f"started in {brokers[kind].started_in:.1f} s" if kind in brokers else "given"
+            print(f"  {kind:<6} {url} ({how})")
+        targets = bench.default_targets(urls, brokers)
+
+        def progress(done: int, total: int, label: str, row: dict | None) -> None:
+            bar = "#" * (20 * done // total) + "." * (20 - 20 * done // total)
+            if row is None:
+                print(f"[{bar}] {done + 1}/{total} {label} ...", end="", flush=True)
+            elif row.get("error"):
+                print(f" failed: {row['error']}")
+            else:
+                print(f" {row['delivered_rate']:,.0f} msg/s, p99 {row['p99_ms']:.2f} ms, lost {row['lost']}")
+
+        result = bench.compare(targets, workloads, progress=progress, meta=bench.machine_facts(brokers))
+    print()
+    print(result.table())
+    report = result.save(args.out)
+    print(f"\nresults: {report.parent / 'results.csv'}, report: {report}  "
+          f"({time.monotonic() - started:.0f} s in all)")
+    return 1 if any(r.get("error") for r in result.rows) else 0
 
 
 def _drivers(args: argparse.Namespace) -> int:
@@ -70,6 +120,14 @@ def _brokers(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    compare = sub.add_parser("compare", help="measure MQTT, Kafka, RabbitMQ and NATS side by side")
+    compare.add_argument("--quick", action="store_true", help="a small workload (under two minutes)")
+    compare.add_argument("--out", default="omnibus-compare", help="folder for results.csv/json, plots, report.html")
+    compare.add_argument("--protocols", help="comma-separated subset of mqtt,kafka,amqp,nats (default: all)")
+    compare.add_argument("--url", action="append", metavar="KIND=URL",
+                         help="use this broker instead of starting one, e.g. kafka=kafka://127.0.0.1:9092")
+    compare.add_argument("--workload", help="a workload file (JSON or YAML) with omnibus.bench.Workload fields")
+    compare.set_defaults(fn=_compare)
     demo = sub.add_parser("demo", help="a mem:// round trip and its throughput")
     demo.add_argument("--messages", type=int, default=1_000_000, help="messages per measurement")
     demo.add_argument("--size", type=int, default=100, help="payload bytes")
