@@ -344,11 +344,11 @@ ConnHandle connect(const ConnSettings& s) {
     Error e = reply_error(r, "login to " + s.where + " as user " + printable(s.user));
     if (e.native_code() == AMQP_ACCESS_REFUSED)
       throw Error(ErrorCode::Unavailable,
-                  std::string(e.what()) + ": wrong user name or password (give the right ones as amqp://USER:PASSWORD@host)",
+                  std::string(e.what()) + " -- wrong user name or password (give the right ones as amqp://USER:PASSWORD@host)",
                   e.native_code(), false);
     if (e.native_code() == AMQP_NOT_ALLOWED)
       throw Error(ErrorCode::Unavailable,
-                  std::string(e.what()) + ": the vhost does not exist or the user may not use it (option vhost=, default /)",
+                  std::string(e.what()) + " -- the vhost does not exist or the user may not use it (option vhost=, default /)",
                   e.native_code(), false);
     throw e;
   }
