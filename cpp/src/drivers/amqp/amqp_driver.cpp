@@ -95,7 +95,10 @@
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -492,6 +495,22 @@ bool wait_input(amqp_connection_state_t c, Waker& waker, std::chrono::millisecon
 
 timeval zero_tv() { return timeval{0, 0}; }
 
+// TCP_CORK for the scope: the kernel sends full packets only, and what is
+// left when the scope ends.
+class Cork {
+ public:
+  explicit Cork(int fd) : fd_(fd) { set(1); }
+  ~Cork() { set(0); }
+  Cork(const Cork&) = delete;
+  Cork& operator=(const Cork&) = delete;
+
+ private:
+  void set(int on) {
+    if (fd_ >= 0) ::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+  }
+  int fd_;
+};
+
 // ---------------------------------------------------------------- Sender
 
 class AmqpSender : public Sender {
@@ -607,6 +626,11 @@ class AmqpSender : public Sender {
   // Writes messages of queued jobs while the confirm window has room,
   // reading confirms between messages so the window keeps moving.
   void publish_some() {
+    // rabbitmq-c writes a message as 3 send() calls and the last one pushes a
+    // packet; corked, a burst of messages leaves in few full packets, which
+    // is most of the throughput on loopback. Uncorked (flushed) on return.
+    if (unconfirmed_.size() >= window_ || !has_writable_job()) return;
+    Cork cork(amqp_get_sockfd(conn_.get()));
     std::size_t written = 0;
     while (unconfirmed_.size() < window_ && written < 4096) {
       std::shared_ptr<Job> job;
