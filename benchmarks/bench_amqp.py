@@ -15,7 +15,7 @@ omnibus starts on loopback (or OMNIBUS_AMQP_URL). Two modes:
 Each figure is the median of --rounds; the ratio is what to read, the machine
 is shared. Queues are purged by deletion after each round.
 
-    python benchmarks/bench_amqp.py [--messages 200000] [--rounds 3]
+    python benchmarks/bench_amqp.py [--messages 100000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def pika_publish(base: str, n: int, size: int, confirm: bool) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
