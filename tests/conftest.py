@@ -54,7 +54,7 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "kafka": ("kafka", lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304"),
     # MQTT 5 (keys and headers as user properties), QoS 1: at-least-once like the others.
     "mqtt": ("mqtt", lambda base, topic: f"{base}/{topic}?qos=1"),
-    # A queue of its own per test, bound to the default exchange, publisher confirms on.
+    # A topic exchange of its own per test (the path); subscribers bind private or group queues to it.
     "amqp": ("amqp", lambda base, topic: f"{base}/{topic}"),
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
     "nats": ("nats", lambda base, topic: f"{base}/{topic}"),

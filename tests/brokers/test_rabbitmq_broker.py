@@ -143,7 +143,7 @@ def test_start_round_trip_crash_restart_and_teardown(broker: RabbitMQ) -> None:
     broker.start()
     print(f"rabbitmq: ready in {broker.started_in:.2f} s at {broker.url} (node {broker.nodename})")
     port = broker.ports["port"]
-    assert broker.url == f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    assert broker.url == f"amqp://guest:guest@127.0.0.1:{port}"  # no path: the default vhost "/"
 
     # Ready means logins work, not just an open port; a bad password is refused with a reason.
     amqp_probe("127.0.0.1", port)

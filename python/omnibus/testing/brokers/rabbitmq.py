@@ -176,14 +176,15 @@ class RabbitMQ(Broker):
 
     @property
     def url(self) -> str:
-        """``amqp://guest:guest@127.0.0.1:PORT/%2F``: the path is the virtual host.
+        """``amqp://guest:guest@127.0.0.1:PORT``, without a path.
 
-        The vhost is "/", which goes in a URL path percent-encoded as ``%2F``;
-        per the AMQP URI spec a bare trailing "/" would mean the empty vhost "".
-        guest may log in because we connect on loopback (RabbitMQ's default
-        loopback_users).
+        An AMQP URI without a path means the default vhost "/" (so amqp-tools'
+        ``--url`` accepts it as is), and omnibus reads a path as the exchange
+        (``amqp://...:PORT/EXCHANGE?vhost=/``), so a topic URL is this URL plus
+        ``/EXCHANGE``. guest may log in because we connect on loopback
+        (RabbitMQ's default loopback_users).
         """
-        return f"{self.kind}://guest:guest@{LOOPBACK}:{self.ports['port']}/%2F"
+        return f"{self.kind}://guest:guest@{LOOPBACK}:{self.ports['port']}"
 
     def _prepare(self) -> None:
         (self.dir / "log").mkdir(exist_ok=True)

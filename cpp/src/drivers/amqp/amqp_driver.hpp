@@ -1,0 +1,9 @@
+#pragma once
+#include <memory>
+
+namespace omnibus {
+class Driver;
+// amqp:// on rabbitmq-c, AMQP 0-9-1 (see amqp_driver.cpp for the mapping of
+// the URL, options, threads, confirms, acks and errors).
+std::shared_ptr<Driver> make_amqp_driver();
+}  // namespace omnibus
