@@ -265,6 +265,9 @@ void export_publisher(py::module_& m) {
       .def_property_readonly("closed", [](const PyPublisher& p) { return p.pub->closed(); })
       .def_property_readonly("url", [](const PyPublisher& p) { return p.pub->url(); })
       .def_property_readonly("codec", [](const PyPublisher& p) { return p.codec->name(); })
+      .def_property_readonly("connected", [](const PyPublisher& p) { return p.pub->connected(); },
+                             "True while connected to the broker, False while reconnecting, None when the "
+                             "protocol library cannot tell (kafka://).")
       .def("capabilities", [](const PyPublisher& p) { return capabilities_to_python(p.pub->capabilities()); },
            "What the protocol behind this URL can do (delivery guarantee, ordering, nack, ...).")
       .def(

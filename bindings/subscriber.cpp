@@ -127,6 +127,9 @@ void export_subscriber(py::module_& m) {
       .def_property_readonly("buffered", [](const PySubscriber& s) { return s.sub->buffered(); },
                              "Messages fetched ahead and waiting in the local buffer.")
       .def("capabilities", [](const PySubscriber& s) { return capabilities_dict(s.sub->capabilities()); })
+      .def_property_readonly("connected", [](const PySubscriber& s) { return s.sub->connected(); },
+                             "True while connected to the broker, False while reconnecting, None when the "
+                             "protocol library cannot tell (kafka://).")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__",
            [](PySubscriber& s) {

@@ -359,3 +359,15 @@ def test_confirmed_messages_survive_a_broker_crash(amqp_broker) -> None:  # type
             return want <= seen
 
         assert wait_until(all_there, timeout=120, interval=0), f"{len(want - seen)} confirmed messages are missing"
+
+
+def test_connection_state_follows_the_broker(amqp_broker) -> None:  # type: ignore[no-untyped-def]
+    url = f"{amqp_broker.url}/state-{uuid.uuid4().hex[:8]}"
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        assert pub.connected is True and sub.connected is True
+        amqp_broker.stop()
+        try:
+            assert wait_until(lambda: pub.connected is False and sub.connected is False, timeout=60)
+        finally:
+            amqp_broker.start()
+        assert wait_until(lambda: pub.connected is True and sub.connected is True, timeout=60)

@@ -28,6 +28,13 @@ def test_round_trip(target: Target) -> None:
     assert isinstance(msg.topic, str) and msg.topic
 
 
+def test_connection_state_is_reported(target: Target) -> None:
+    with omnibus.subscriber(target.url()) as sub, omnibus.publisher(target.url()) as pub:
+        # True once open() returned; None only where the protocol library cannot tell (Kafka).
+        expected = None if target.name == "kafka" else True
+        assert pub.connected is expected and sub.connected is expected
+
+
 def test_payload_is_a_read_only_zero_copy_buffer(target: Target) -> None:
     url = target.url()
     with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:

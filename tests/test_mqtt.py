@@ -448,3 +448,17 @@ def test_acknowledged_messages_survive_a_broker_crash(mqtt_broker) -> None:  # t
           f"{attempts.count(2)} redelivered with DUP, {len(received)} distinct received")
     with omnibus.subscriber(url_of(mqtt_broker.url, t, client_id=f"omnibus-crash-sub-{tag}", clean_session=True)):
         pass  # ends the persistent session
+
+
+def test_connection_state_follows_the_broker(mqtt_broker) -> None:  # type: ignore[no-untyped-def]
+    url = url_of(mqtt_broker.url, topic())
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        assert pub.connected is True and sub.connected is True
+        mqtt_broker.stop()
+        try:
+            assert wait_until(lambda: pub.connected is False and sub.connected is False, timeout=30)
+        finally:
+            mqtt_broker.start()
+        assert wait_until(lambda: pub.connected is True and sub.connected is True, timeout=60)
+        pub.publish(b"back").result(timeout=10)
+        assert bytes(sub.receive(timeout=10).payload) == b"back"

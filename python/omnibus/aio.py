@@ -100,6 +100,11 @@ class Publisher:
     def capabilities(self) -> dict[str, Any]:
         return dict(self.sync.capabilities())
 
+    @property
+    def connected(self) -> bool | None:
+        """True while connected, False while reconnecting, None when the protocol library cannot tell."""
+        return self.sync.connected
+
     async def _run(self, fn: Any) -> Any:
         return await asyncio.wrap_future(self._worker.submit(fn))
 
@@ -172,6 +177,11 @@ class Subscriber:
 
     def capabilities(self) -> dict[str, Any]:
         return dict(self.sync.capabilities())
+
+    @property
+    def connected(self) -> bool | None:
+        """True while connected, False while reconnecting, None when the protocol library cannot tell."""
+        return self.sync.connected
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()

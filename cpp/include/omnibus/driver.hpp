@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ class Sender {
   // briefly for network back-pressure; must not retry.
   virtual void send_batch(const std::vector<OutMessage>& batch, const SendResultFn& on_result) = 0;
   virtual Capabilities capabilities() const = 0;
+  // Whether the connection to the broker is up right now: true or false, or
+  // nullopt when the native library cannot tell. Thread-safe, non-blocking.
+  // An in-process driver is always connected.
+  virtual std::optional<bool> connected() const { return true; }
   // Fails every message still in flight with Closed, then releases resources.
   // Called once, after the last send_batch returned.
   virtual void close() = 0;
@@ -67,6 +72,8 @@ class Receiver {
   // Redelivers; throws Unsupported when capabilities().nack is false.
   virtual void nack(const std::vector<std::uint64_t>& ack_ids) = 0;
   virtual Capabilities capabilities() const = 0;
+  // As Sender::connected(). Thread-safe, non-blocking.
+  virtual std::optional<bool> connected() const { return true; }
   // Unacked messages go back to the broker for redelivery. Idempotent.
   virtual void close() = 0;
 };

@@ -116,6 +116,10 @@ class Publisher {
   bool closed() const;
 
   Capabilities capabilities() const { return sender_->capabilities(); }
+  // The driver's view of its connection (Sender::connected()): true, false
+  // while it reconnects, nullopt when the protocol library cannot tell.
+  // Thread-safe, non-blocking.
+  std::optional<bool> connected() const { return sender_->connected(); }
   const PublisherConfig& config() const noexcept { return config_; }
   PublisherStats stats() const;
   const std::string& url() const noexcept { return url_; }

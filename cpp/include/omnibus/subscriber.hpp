@@ -52,6 +52,8 @@ class Subscriber {
   bool closed() const;
 
   Capabilities capabilities() const { return receiver_->capabilities(); }
+  // As Publisher::connected(). Thread-safe, non-blocking.
+  std::optional<bool> connected() const { return receiver_->connected(); }
   const SubscriberConfig& config() const noexcept { return config_; }
   std::size_t buffered() const;
   const std::string& url() const noexcept { return url_; }

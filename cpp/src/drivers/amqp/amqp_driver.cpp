@@ -546,6 +546,7 @@ class AmqpSender : public Sender {
   }
 
   Capabilities capabilities() const override { return amqp_capabilities(confirm_, max_bytes_); }
+  std::optional<bool> connected() const override { return up_.load(std::memory_order_relaxed); }
 
   void close() override {
     {
@@ -589,6 +590,8 @@ class AmqpSender : public Sender {
         std::lock_guard lock(mu_);
         if (closed_) break;
       }
+      // Published once per turn of the loop (at least every 100 ms): conn_ is the I/O thread's.
+      up_.store(static_cast<bool>(conn_), std::memory_order_relaxed);
       if (!conn_) {
         fail_stale_jobs();
         try {
@@ -872,6 +875,7 @@ class AmqpSender : public Sender {
 
   // Owned by the I/O thread after the constructor.
   ConnHandle conn_;
+  std::atomic<bool> up_{true};  // connected(), as last seen by the I/O thread
   std::uint64_t next_tag_ = 1;
   std::deque<Unconfirmed> unconfirmed_;
   std::vector<amqp_table_entry_t> entries_;
@@ -922,6 +926,7 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
   void nack(const std::vector<std::uint64_t>& ids) override { settle(ids, Op::Nack); }
 
   Capabilities capabilities() const override { return amqp_capabilities(true, max_bytes_); }
+  std::optional<bool> connected() const override { return up_.load(std::memory_order_relaxed); }
 
   void close() override {
     {
@@ -976,6 +981,8 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
         std::lock_guard lock(mu_);
         if (closed_) break;
       }
+      // Published once per turn of the loop (at least every 100 ms): conn_ is the I/O thread's.
+      up_.store(static_cast<bool>(conn_), std::memory_order_relaxed);
       if (!conn_) {
         try {
           conn_ = connect(settings_);
@@ -1138,6 +1145,7 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
 
   // Owned by the I/O thread after the constructor.
   ConnHandle conn_;
+  std::atomic<bool> up_{true};  // connected(), as last seen by the I/O thread
   std::string queue_;
   std::uint64_t epoch_ = 0;
   std::set<std::uint64_t> outstanding_;  // delivered, not settled (this connection)

@@ -338,6 +338,8 @@ class KafkaSender : public Sender {
   }
 
   Capabilities capabilities() const override { return kafka_capabilities(max_bytes_); }
+  // librdkafka keeps connections to many brokers and reports no overall state.
+  std::optional<bool> connected() const override { return std::nullopt; }
 
   void close() override {
     if (closed_.exchange(true)) return;
@@ -528,6 +530,8 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
   }
 
   Capabilities capabilities() const override { return kafka_capabilities(max_bytes_); }
+  // librdkafka keeps connections to many brokers and reports no overall state.
+  std::optional<bool> connected() const override { return std::nullopt; }
 
   void close() override {
     if (closed_.exchange(true)) return;

@@ -777,6 +777,7 @@ class MqttSender final : public Sender {
   }
 
   Capabilities capabilities() const override { return mqtt_capabilities(s_, max_packet(), false); }
+  std::optional<bool> connected() const override { return conn_->connected(); }
 
   // Fails what is still in flight with Closed, then disconnects. Idempotent.
   void close() override {
@@ -980,6 +981,7 @@ class MqttReceiver final : public Receiver, public std::enable_shared_from_this<
                 "arrival: nack cannot redeliver (capabilities().nack is false)");
   }
 
+  std::optional<bool> connected() const override { return conn_->connected(); }
   Capabilities capabilities() const override {
     return mqtt_capabilities(s_, conn_ ? conn_->broker_max_packet() : 0, true);
   }
