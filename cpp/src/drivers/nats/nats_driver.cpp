@@ -1367,6 +1367,12 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     }
     if (st != NATS_OK) throw nats_error(st, context() + ": cannot create the pull subscription", jerr);
     sub_.reset(raw);
+    if (consumer.empty()) {
+      jsConsumerInfo* ci = nullptr;
+      st = natsSubscription_GetConsumerInfo(&ci, sub_.get(), &jo, &jerr);
+      NatsPtr<jsConsumerInfo> info(ci);
+      if (st == NATS_OK && info && info->Name) ephemeral_ = info->Name;
+    }
   }
   ~JsReceiver() override { close(); }
 
@@ -1420,8 +1426,15 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       for (auto& [id, p] : left) natsConnection_PublishString(conn_.get(), p.reply.c_str(), "-NAK");
       natsConnection_FlushTimeout(conn_.get(), 2000);
     }
-    if (sub_) natsSubscription_Unsubscribe(sub_.get());
+    // Not natsSubscription_Unsubscribe: for an ephemeral consumer cnats then
+    // deletes it and waits out the whole request timeout for the answer.
     sub_.reset();
+    if (!ephemeral_.empty() && js_ && conn_.connected()) {
+      jsOptions jo;
+      jsOptions_Init(&jo);
+      jo.Wait = std::min<std::int64_t>(s_.request_timeout_ms, 2000);
+      js_DeleteConsumer(js_.get(), s_.stream.c_str(), ephemeral_.c_str(), &jo, nullptr);
+    }
     js_.reset();
     conn_.close();
   }
@@ -1502,7 +1515,7 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     jsFetchRequest_Init(&req);
     req.Batch = batch;
     req.NoWait = no_wait;
-    req.Expires = (no_wait ? std::int64_t{s_.request_timeout_ms} : std::int64_t{wait.count()}) * 1000000;
+    req.Expires = no_wait ? 0 : std::int64_t{wait.count()} * 1000000;
     MsgList list;
     jsErrCode jerr = static_cast<jsErrCode>(0);
     (void)jerr;
@@ -1590,6 +1603,7 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
   Connection conn_;
   NatsPtr<jsCtx> js_;
   NatsPtr<natsSubscription> sub_;
+  std::string ephemeral_;  // the ephemeral consumer's name, deleted on close
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Pending> pending_;
   std::atomic<bool> closed_{false};
