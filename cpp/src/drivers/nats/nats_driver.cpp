@@ -1391,6 +1391,7 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
         st = fetch(out, 1, false, left);
         if (out.empty() && !closed_) {
           if (transient(st)) {
+            if (st == NATS_ERR) conn_.sink().note(nats_error(st, "last fetch").what());
             // Disconnected, or JetStream not answering (restarting): wait, bounded, and let the caller come back.
             std::unique_lock lock(conn_.sink().mu);
             conn_.sink().cv.wait_until(lock, deadline);
@@ -1557,6 +1558,9 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       case NATS_STALE_CONNECTION:
       case NATS_NOT_YET_CONNECTED:
       case NATS_MISSED_HEARTBEAT:
+      // A status from the server ending the pull request (409 Server
+      // Shutdown, Leadership Change, ...): the next request goes on.
+      case NATS_ERR:
         return true;
       default:
         return natsConnection_Status(conn_.get()) == NATS_CONN_STATUS_RECONNECTING;
