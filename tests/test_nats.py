@@ -399,15 +399,18 @@ def test_reconnects_after_a_broker_restart(nats_broker: Any, mode: str) -> None:
 
 def test_connection_state_shows_in_errors_while_the_broker_is_down(nats_broker: Any) -> None:  # type: ignore[no-untyped-def]
     url = url_of(nats_broker.url, name(), ack_timeout_ms=300)
-    with omnibus.publisher(url) as pub:
+    with omnibus.publisher(url) as pub, omnibus.subscriber(url) as sub:
         pub.publish(b"up").result(timeout=10)
+        assert pub.connected is True and sub.connected is True
         nats_broker.stop()
         try:
             with pytest.raises(omnibus.Timeout, match=r"reconnecting, 1 disconnect\(s\), 0 reconnect\(s\)"):
                 pub.publish(b"down").result(timeout=10)
+            assert wait_until(lambda: pub.connected is False and sub.connected is False, timeout=30)
         finally:
             nats_broker.start()
         assert wait_until(lambda: _publishes(pub), timeout=60, interval=0.2)
+        assert wait_until(lambda: pub.connected is True and sub.connected is True, timeout=60)
 
 
 def _publishes(pub: omnibus.Publisher) -> bool:

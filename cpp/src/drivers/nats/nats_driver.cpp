@@ -997,6 +997,7 @@ class CoreSender final : public Sender {
     }
   }
 
+  std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override { return nats_capabilities(s_, max_payload_ - overhead()); }
 
   void close() override {
@@ -1189,6 +1190,7 @@ class JsSender final : public Sender {
     }
   }
 
+  std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override {
     std::size_t overhead = 0;
     if (s_.send_timestamp || s_.msg_id) overhead += kHeaderLineBytes + 2;
@@ -1314,6 +1316,7 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
                 "(capabilities().nack is false); use JetStream (?stream=NAME) for ack/nack");
   }
 
+  std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override {
     return nats_capabilities(s_, static_cast<std::size_t>(std::max<std::int64_t>(conn_.max_payload(), 0)));
   }
@@ -1409,6 +1412,7 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
 
   void nack(const std::vector<std::uint64_t>& ids) override { settle(ids, "-NAK"); }
 
+  std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override {
     return nats_capabilities(s_, static_cast<std::size_t>(std::max<std::int64_t>(conn_.max_payload(), 0)));
   }
