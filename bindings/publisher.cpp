@@ -267,7 +267,7 @@ void export_publisher(py::module_& m) {
       .def_property_readonly("codec", [](const PyPublisher& p) { return p.codec->name(); })
       .def_property_readonly("connected", [](const PyPublisher& p) { return p.pub->connected(); },
                              "True while connected to the broker, False while reconnecting, None when the "
-                             "protocol library cannot tell (kafka://).")
+                             "driver cannot tell (kafka:// with rdkafka.statistics.interval.ms=0).")
       .def("capabilities", [](const PyPublisher& p) { return capabilities_to_python(p.pub->capabilities()); },
            "What the protocol behind this URL can do (delivery guarantee, ordering, nack, ...).")
       .def(

@@ -129,7 +129,7 @@ void export_subscriber(py::module_& m) {
       .def("capabilities", [](const PySubscriber& s) { return capabilities_dict(s.sub->capabilities()); })
       .def_property_readonly("connected", [](const PySubscriber& s) { return s.sub->connected(); },
                              "True while connected to the broker, False while reconnecting, None when the "
-                             "protocol library cannot tell (kafka://).")
+                             "driver cannot tell (kafka:// with rdkafka.statistics.interval.ms=0).")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__",
            [](PySubscriber& s) {

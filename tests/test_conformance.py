@@ -30,9 +30,8 @@ def test_round_trip(target: Target) -> None:
 
 def test_connection_state_is_reported(target: Target) -> None:
     with omnibus.subscriber(target.url()) as sub, omnibus.publisher(target.url()) as pub:
-        # True once open() returned; None only where the protocol library cannot tell (Kafka).
-        expected = None if target.name == "kafka" else True
-        assert pub.connected is expected and sub.connected is expected
+        # True once open() returned (None would mean the driver cannot tell).
+        assert pub.connected is True and sub.connected is True
 
 
 def test_payload_is_a_read_only_zero_copy_buffer(target: Target) -> None:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 import uuid
+from typing import Any
 
 import pytest
 
@@ -151,6 +152,23 @@ def test_broker_killed_mid_stream_loses_no_acknowledged_message(kafka_broker: ob
         seen += [int(bytes(m.payload)) for m in sub.receive_batch(10000, timeout=1)]  # anything beyond
     assert want <= set(seen), f"{len(want - set(seen))} confirmed messages are missing"
     assert len(seen) == len(set(seen)), "idempotent publishing wrote duplicates"
+
+
+def test_connection_state_follows_the_broker(kafka_broker: Any, kafka_url: str) -> None:
+    """connected reads librdkafka's statistics (once a second): False while the broker is down."""
+    url = topic_url(kafka_url)
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        assert pub.connected is True and sub.connected is True
+        kafka_broker.stop()
+        try:
+            assert wait_until(lambda: pub.connected is False and sub.connected is False, timeout=60)
+        finally:
+            kafka_broker.start()
+        assert wait_until(lambda: pub.connected is True and sub.connected is True, timeout=120)
+        pub.publish(b"back").result(timeout=60)
+        assert bytes(sub.receive(timeout=60).payload) == b"back"
+    with omnibus.publisher(url, **{"rdkafka.statistics.interval.ms": 0}) as quiet:
+        assert quiet.connected is None  # statistics off: the driver cannot tell
 
 
 def test_three_node_cluster_spreads_a_group_and_keeps_partition_order(kafka_cluster_url: str) -> None:

@@ -102,7 +102,7 @@ class Publisher:
 
     @property
     def connected(self) -> bool | None:
-        """True while connected, False while reconnecting, None when the protocol library cannot tell."""
+        """True while connected, False while reconnecting, None when the driver cannot tell."""
         return self.sync.connected
 
     async def _run(self, fn: Any) -> Any:
@@ -180,7 +180,7 @@ class Subscriber:
 
     @property
     def connected(self) -> bool | None:
-        """True while connected, False while reconnecting, None when the protocol library cannot tell."""
+        """True while connected, False while reconnecting, None when the driver cannot tell."""
         return self.sync.connected
 
     def __aiter__(self) -> AsyncIterator[Message]:

@@ -117,7 +117,7 @@ class Publisher {
 
   Capabilities capabilities() const { return sender_->capabilities(); }
   // The driver's view of its connection (Sender::connected()): true, false
-  // while it reconnects, nullopt when the protocol library cannot tell.
+  // while it reconnects, nullopt when the driver cannot tell.
   // Thread-safe, non-blocking.
   std::optional<bool> connected() const { return sender_->connected(); }
   const PublisherConfig& config() const noexcept { return config_; }

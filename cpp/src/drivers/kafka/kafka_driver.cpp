@@ -17,6 +17,12 @@
 // once the group gave this member its partitions. A new group starts at
 // offset_reset (default earliest: nothing is skipped).
 //
+// Connection state: librdkafka keeps connections to several brokers and has
+// no overall "connected" event, so connected() reads its statistics (one JSON
+// document every statistics.interval.ms, 1000 unless rdkafka.statistics.
+// interval.ms says otherwise; 0 turns it off and connected() is None): true
+// while at least one broker of the cluster (not a bootstrap address) is UP.
+//
 // Acks: offsets are committed only for acked messages and in order per
 // partition: the committed offset is the lowest unacked one, so a crash
 // redelivers and never skips. nack() seeks the partition back to the message,
@@ -27,6 +33,7 @@
 #include "drivers/kafka/kafka_driver.hpp"
 
 #include <librdkafka/rdkafka.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +41,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -206,6 +214,48 @@ Capabilities kafka_capabilities(std::size_t max_bytes) {
   return c;
 }
 
+// Connection state from librdkafka's statistics (see the top of this file).
+// update() runs on the thread that serves the handle's callbacks; state() on
+// any thread.
+class BrokerWatch {
+ public:
+  // Turns the statistics on (unless the user chose an interval) and routes
+  // them to `cb`, whose opaque is the handle's conf opaque.
+  void enable(rd_kafka_conf_t* conf, const OptionValues& o,
+              int (*cb)(rd_kafka_t*, char*, size_t, void*)) {
+    std::optional<std::string> interval;
+    for (const auto& [name, value] : o.family("rdkafka."))
+      if (name == "statistics.interval.ms") interval = value;
+    if (!interval)
+      conf_set(conf, "statistics.interval.ms", "1000", "statistics.interval.ms");
+    else if (*interval == "0")
+      state_ = kUnknown;  // the user turned statistics off: nothing to tell from
+    rd_kafka_conf_set_stats_cb(conf, cb);
+  }
+  void update(const char* json, std::size_t len) noexcept {
+    try {
+      auto doc = nlohmann::json::parse(json, json + len);
+      bool up = false;
+      const auto brokers = doc.value("brokers", nlohmann::json::object());
+      for (const auto& broker : brokers)
+        if (broker.value("nodeid", -1) >= 0 && broker.value("state", std::string()) == "UP") up = true;
+      state_ = up ? kUp : kDown;
+    } catch (const std::exception&) {
+      // A statistics format this code does not know: say so rather than guess.
+      state_ = kUnknown;
+    }
+  }
+  std::optional<bool> state() const {
+    const int s = state_;
+    if (s == kUnknown) return std::nullopt;
+    return s == kUp;
+  }
+
+ private:
+  static constexpr int kUnknown = -1, kDown = 0, kUp = 1;
+  std::atomic<int> state_{kUp};  // open() returned: the cluster answered
+};
+
 Handle make_handle(rd_kafka_type_t type, Conf conf) {
   char errstr[512];
   rd_kafka_t* rk = rd_kafka_new(type, conf.get(), errstr, sizeof errstr);
@@ -285,6 +335,8 @@ class KafkaSender : public Sender {
     // rdkafka.* may override any of these: apply the family again last.
     for (const auto& [name, value] : o.family("rdkafka.")) conf_set(conf.get(), name, value, "rdkafka." + name);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSender::on_delivery);
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    watch_.enable(conf.get(), o, &KafkaSender::on_stats);
     max_bytes_ = max_message_bytes(conf.get());
     partition_ = static_cast<std::int32_t>(o.get_int("partition"));
     rk_ = make_handle(RD_KAFKA_PRODUCER, std::move(conf));
@@ -338,8 +390,7 @@ class KafkaSender : public Sender {
   }
 
   Capabilities capabilities() const override { return kafka_capabilities(max_bytes_); }
-  // librdkafka keeps connections to many brokers and reports no overall state.
-  std::optional<bool> connected() const override { return std::nullopt; }
+  std::optional<bool> connected() const override { return watch_.state(); }
 
   void close() override {
     if (closed_.exchange(true)) return;
@@ -374,6 +425,11 @@ class KafkaSender : public Sender {
     }
   };
 
+  static int on_stats(rd_kafka_t*, char* json, size_t len, void* opaque) {
+    static_cast<KafkaSender*>(opaque)->watch_.update(json, len);
+    return 0;  // librdkafka frees the JSON
+  }
+
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
     auto* ref = static_cast<MsgRef*>(msg->_private);
     if (!ref) return;
@@ -391,6 +447,7 @@ class KafkaSender : public Sender {
   std::string topic_;
   std::int32_t partition_ = RD_KAFKA_PARTITION_UA;
   std::size_t max_bytes_ = 0;
+  BrokerWatch watch_;  // before rk_: lives until the handle (and its callbacks) are gone
   Handle rk_;
   TopicHandle rkt_;
   std::thread poller_;
@@ -418,9 +475,10 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
     conf_set(conf.get(), "enable.partition.eof", "false", "enable.partition.eof");
     for (const auto& [name, value] : o.family("rdkafka.")) conf_set(conf.get(), name, value, "rdkafka." + name);
     if (!group_.empty()) {
-      rd_kafka_conf_set_opaque(conf.get(), this);
       rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaReceiver::on_rebalance);
     }
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    watch_.enable(conf.get(), o, &KafkaReceiver::on_stats);
     max_bytes_ = max_message_bytes(conf.get());
     rk_ = make_handle(RD_KAFKA_CONSUMER, std::move(conf));
     rd_kafka_poll_set_consumer(rk_.get());
@@ -530,8 +588,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
   }
 
   Capabilities capabilities() const override { return kafka_capabilities(max_bytes_); }
-  // librdkafka keeps connections to many brokers and reports no overall state.
-  std::optional<bool> connected() const override { return std::nullopt; }
+  std::optional<bool> connected() const override { return watch_.state(); }
 
   void close() override {
     if (closed_.exchange(true)) return;
@@ -609,6 +666,11 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
     }
   }
 
+  static int on_stats(rd_kafka_t*, char* json, size_t len, void* opaque) {
+    static_cast<KafkaReceiver*>(opaque)->watch_.update(json, len);
+    return 0;  // librdkafka frees the JSON
+  }
+
   static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
     auto* self = static_cast<KafkaReceiver*>(opaque);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -639,6 +701,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
   std::string topic_;
   std::string group_;
   std::size_t max_bytes_ = 0;
+  BrokerWatch watch_;  // before rk_: lives until the handle (and its callbacks) are gone
   Handle rk_;
   Queue queue_;
   std::vector<MessagePtr> early_;  // fetched while waiting for the first assignment
