@@ -632,8 +632,17 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
 
   void fetch(std::vector<MessagePtr>& out, std::size_t max, int timeout_ms) {
     std::vector<rd_kafka_message_t*> raw(std::max<std::size_t>(1, std::min<std::size_t>(max, 10000)));
-    ssize_t n = rd_kafka_consume_batch_queue(queue_.get(), timeout_ms, raw.data(), raw.size());
-    if (n <= 0) return;
+    // Wait for the first message only, then take what else is ready:
+    // rd_kafka_consume_batch_queue with a timeout waits until the whole batch
+    // is full or the timeout passed, which at low rates adds up to the whole
+    // timeout to every message's latency.
+    raw[0] = rd_kafka_consume_queue(queue_.get(), timeout_ms);
+    if (!raw[0]) return;
+    ssize_t n = 1;
+    if (raw.size() > 1) {
+      const ssize_t more = rd_kafka_consume_batch_queue(queue_.get(), 0, raw.data() + 1, raw.size() - 1);
+      if (more > 0) n += more;
+    }
     auto self = weak_from_this().lock();  // null only while the constructor runs
     std::lock_guard lock(mu_);
     for (ssize_t i = 0; i < n; ++i) {

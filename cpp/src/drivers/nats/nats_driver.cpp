@@ -37,7 +37,7 @@
 // msg_id=true adds a unique Nats-Msg-Id per message so that the stream drops
 // a message published twice within its duplicate window; a Nats-Msg-Id header
 // given by the application is sent as it is and has the same effect.
-// Subscribing is a pull consumer (natsSubscription_FetchRequest): without
+// Subscribing is a pull consumer (natsSubscription_Fetch): without
 // group= or durable=, an ephemeral consumer that starts with the messages
 // stored after subscriber() returned (deliver=new; deliver=all replays the
 // stream, deliver=last starts with the last message) and is deleted when the
@@ -1334,24 +1334,20 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     const int batch = static_cast<int>(std::min<std::size_t>(max, 10000));
     std::vector<MessagePtr> out;
     const auto deadline = SteadyClock::now() + timeout;
-    // What is there now, in one request; else wait for the first message
-    // (batch 1, so that it comes as soon as it is stored).
-    natsStatus st = fetch(out, batch, true, 0ms);
-    if (out.empty() && !closed_ && !transient(st)) check_fetch(st);
-    if (out.empty() && !closed_) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-      if (left >= 10ms) {
-        st = fetch(out, 1, false, left);
-        if (out.empty() && !closed_) {
-          if (transient(st)) {
-            if (st == NATS_ERR) conn_.sink().note(nats_error(st, "last fetch").what());
-            // Disconnected, or JetStream not answering (restarting): wait, bounded, and let the caller come back.
-            std::unique_lock lock(conn_.sink().mu);
-            conn_.sink().cv.wait_until(lock, deadline);
-          } else {
-            check_fetch(st);
-          }
-        }
+    // natsSubscription_Fetch asks for what is stored now and, when there is
+    // nothing, waits for the first message, returning as soon as one comes.
+    // (Two hand-made FetchRequests, no-wait then waiting, did not: cnats ends
+    // a waiting fetch on the server's late status reply to the earlier one,
+    // and the server keeps those requests, which then swallow redeliveries.)
+    natsStatus st = fetch(out, batch, std::max(timeout, std::chrono::milliseconds(1)));
+    if (out.empty() && !closed_ && st != NATS_TIMEOUT) {
+      if (transient(st)) {
+        if (st == NATS_ERR) conn_.sink().note(nats_error(st, "last fetch").what());
+        // Disconnected, or JetStream not answering (restarting): wait, bounded, and let the caller come back.
+        std::unique_lock lock(conn_.sink().mu);
+        conn_.sink().cv.wait_until(lock, deadline);
+      } else {
+        check_fetch(st);
       }
     }
     if (closed_) throw Error(ErrorCode::Closed, "NATS JetStream subscriber for " + s_.url + " is closed");
@@ -1377,13 +1373,19 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       closed_ = true;
       left.swap(pending_);
     }
-    if (conn_.get()) {
-      for (auto& [id, p] : left) natsConnection_PublishString(conn_.get(), p.reply.c_str(), "-NAK");
-      natsConnection_FlushTimeout(conn_.get(), 2000);
-    }
+    // Drop the subscription before the NAKs: the server may still hold pull
+    // requests of this subscriber (cnats ends fetches on late status replies,
+    // see receive_batch), and while their inbox has interest a NAKed message
+    // would be redelivered into them, to nobody, until ack_wait. Once the
+    // server has seen the unsubscribe (the flush), it skips those requests.
     // Not natsSubscription_Unsubscribe: for an ephemeral consumer cnats then
     // deletes it and waits out the whole request timeout for the answer.
     sub_.reset();
+    if (conn_.get()) {
+      natsConnection_FlushTimeout(conn_.get(), 2000);
+      for (auto& [id, p] : left) natsConnection_PublishString(conn_.get(), p.reply.c_str(), "-NAK");
+      natsConnection_FlushTimeout(conn_.get(), 2000);
+    }
     if (!ephemeral_.empty() && js_ && conn_.connected()) {
       jsOptions jo;
       jsOptions_Init(&jo);
@@ -1465,16 +1467,10 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
   }
 
   // Appends what one pull request returns; the request's status.
-  natsStatus fetch(std::vector<MessagePtr>& out, int batch, bool no_wait, std::chrono::milliseconds wait) {
-    jsFetchRequest req;
-    jsFetchRequest_Init(&req);
-    req.Batch = batch;
-    req.NoWait = no_wait;
-    req.Expires = no_wait ? 0 : std::int64_t{wait.count()} * 1000000;
+  natsStatus fetch(std::vector<MessagePtr>& out, int batch, std::chrono::milliseconds wait) {
     MsgList list;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    (void)jerr;
-    natsStatus st = natsSubscription_FetchRequest(&list.list, sub_.get(), &req);
+    natsStatus st = natsSubscription_Fetch(&list.list, sub_.get(), batch, static_cast<std::int64_t>(wait.count()), &jerr);
     if (list.list.Count == 0) return st;
     auto self = shared_from_this();
     std::vector<std::pair<std::uint64_t, Pending>> entries;
@@ -1505,7 +1501,7 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     switch (st) {
       case NATS_OK:
       case NATS_TIMEOUT:
-      case NATS_NOT_FOUND:  // nothing to fetch (no_wait)
+      case NATS_NOT_FOUND:  // nothing to fetch
       case NATS_NO_RESPONDERS:
       case NATS_CONNECTION_DISCONNECTED:
       case NATS_IO_ERROR:
