@@ -592,7 +592,11 @@ std::int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
 
 class Connection {
  public:
-  Connection(const Settings& s, const std::string& role) : role_(role), context_(role + " at " + s.where + " (" + s.url + ")") {
+  // send_asap: every publish is written at once instead of by cnats' flusher
+  // thread (one write per message: for connections whose publishes are
+  // latency-bound replies, not throughput-bound batches).
+  Connection(const Settings& s, const std::string& role, bool send_asap = false)
+      : role_(role), context_(role + " at " + s.where + " (" + s.url + ")") {
     sink_ = std::make_shared<ConnSink>();
     sink_->wait_min_ms = s.reconnect_wait_ms;
     sink_->wait_max_ms = s.reconnect_max_wait_ms;
@@ -613,6 +617,7 @@ class Connection {
     check(natsOptions_SetReconnectBufSize(opts.get(), static_cast<int>(s.reconnect_buffer_bytes)), "reconnect_buffer_bytes");
     check(natsOptions_SetPingInterval(opts.get(), s.ping_interval_ms), "ping_interval_ms");
     check(natsOptions_SetFailRequestsOnDisconnect(opts.get(), true), "requests");
+    if (send_asap) check(natsOptions_SetSendAsap(opts.get(), true), "send_asap");
     check(natsOptions_SetDisconnectedCB(opts.get(), on_disconnected, key_), "callbacks");
     check(natsOptions_SetReconnectedCB(opts.get(), on_reconnected, key_), "callbacks");
     check(natsOptions_SetClosedCB(opts.get(), on_closed, key_), "callbacks");
@@ -1364,7 +1369,9 @@ OutMessage to_out(natsMsg* msg) {
 
 class CoreReceiver final : public Receiver, public std::enable_shared_from_this<CoreReceiver> {
  public:
-  explicit CoreReceiver(Settings s) : s_(std::move(s)), conn_(s_, "subscriber") {
+  // A core subscriber publishes nothing but replies to requests, each awaited
+  // by its requester: they go out at once (send_asap).
+  explicit CoreReceiver(Settings s) : s_(std::move(s)), conn_(s_, "subscriber", /*send_asap=*/true) {
     natsSubscription* raw = nullptr;
     natsStatus st = s_.group.empty()
                         ? natsConnection_SubscribeSync(&raw, conn_.get(), s_.subject.c_str())
