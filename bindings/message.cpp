@@ -49,6 +49,30 @@ void export_message(py::module_& m) {
       .def_property_readonly("delivery_attempt", [](const PyMessage& self) { return self.msg->delivery_attempt(); },
                              "1 on first delivery, 2 on the first redelivery, ...")
       .def_property_readonly("settled", [](const PyMessage& self) { return self.msg->settled(); })
+      .def_property_readonly(
+          "reply_to",
+          [](const PyMessage& self) -> py::object {
+            const auto& r = self.msg->reply_to();
+            if (r.empty()) return py::none();
+            return py::str(r);
+          },
+          "The requester's reply address (an inbox subject) when the message was sent with request(); None when "
+          "it was published and nobody waits for a reply.")
+      .def(
+          "reply",
+          [](PyMessage& self, py::handle value, py::handle key, py::handle headers) {
+            OutMessage m;
+            m.payload = make_bytes(self.codec->encode(value, 0));
+            if (!key.is_none()) m.key = to_bytes(key, "key");
+            m.headers = to_headers(headers, 0);
+            py::gil_scoped_release release;
+            self.msg->reply(std::move(m));
+          },
+          py::arg("value"), py::kw_only(), py::arg("key") = py::none(), py::arg("headers") = py::none(),
+          "Answer a request: encode `value` with the subscriber's codec and send it to reply_to. Fire and forget: "
+          "a reply the requester no longer waits for is dropped. Does not ack the message. Raises InvalidArgument "
+          "when the message has no reply address (reply_to is None), Unsupported where the protocol has no "
+          "request-reply, Closed when the subscriber was closed.")
       .def(
           "ack",
           [](PyMessage& self) {

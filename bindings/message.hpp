@@ -11,5 +11,8 @@ struct PyMessage {
 };
 
 py::list headers_to_python(const Headers& headers);
+// Python headers (a dict or a list of (name, value) pairs; None: none) to
+// Headers; TypeError naming message `index` otherwise. In publisher.cpp.
+Headers to_headers(py::handle h, std::size_t index);
 
 }  // namespace omnibus::bind

@@ -4,28 +4,6 @@
 
 namespace omnibus::bind {
 
-namespace {
-
-struct PyPublisher {
-  std::shared_ptr<Publisher> pub;
-  std::shared_ptr<BoundCodec> codec;
-  ~PyPublisher() {
-    // Closing may wait for the engine thread, which may need the GIL to run
-    // delivery callbacks: never wait holding it.
-    if (pub && Py_IsInitialized() && PyGILState_Check()) {
-      py::gil_scoped_release release;
-      pub.reset();
-    }
-  }
-};
-
-struct PyUndelivered {
-  py::bytes payload;
-  py::object key;
-  py::list headers;
-  py::object error;
-};
-
 Headers to_headers(py::handle h, std::size_t index) {
   Headers out;
   if (h.is_none()) return out;
@@ -50,6 +28,28 @@ Headers to_headers(py::handle h, std::size_t index) {
   throw py::type_error("message " + std::to_string(index) +
                        ": headers must be a dict {name: bytes|str} or a list of (name, bytes|str) pairs");
 }
+
+namespace {
+
+struct PyPublisher {
+  std::shared_ptr<Publisher> pub;
+  std::shared_ptr<BoundCodec> codec;
+  ~PyPublisher() {
+    // Closing may wait for the engine thread, which may need the GIL to run
+    // delivery callbacks: never wait holding it.
+    if (pub && Py_IsInitialized() && PyGILState_Check()) {
+      py::gil_scoped_release release;
+      pub.reset();
+    }
+  }
+};
+
+struct PyUndelivered {
+  py::bytes payload;
+  py::object key;
+  py::list headers;
+  py::object error;
+};
 
 OutMessage make_message(const PyPublisher& p, py::handle value, py::handle key, py::handle headers,
                         std::size_t index) {
@@ -121,6 +121,7 @@ py::dict capabilities_to_python(const Capabilities& c) {
   d["headers"] = c.headers;
   d["dead_letter"] = c.dead_letter;
   d["durable"] = c.durable;
+  d["request_reply"] = c.request_reply;
   d["max_message_bytes"] = c.max_message_bytes;
   return d;
 }
@@ -224,6 +225,34 @@ void export_publisher(py::module_& m) {
           "Encode and queue a batch in one call (one boundary crossing). keys/headers, when given, are sequences "
           "of the same length. A value that cannot be encoded raises (TypeError/CodecError naming its index) "
           "before anything is queued. Returns one Delivery for the batch; its result() names every failed index.")
+      .def(
+          "request",
+          [](PyPublisher& p, py::handle value, py::handle key, py::handle headers, std::optional<double> timeout) {
+            const auto limit = to_timeout(timeout, "timeout");
+            OutMessage m = make_message(p, value, key, headers, 0);
+            std::unique_ptr<PendingReply> pending;
+            {
+              py::gil_scoped_release release;  // the driver sends on the network
+              pending = p.pub->send_request(std::move(m));
+            }
+            // Waits in slices on the one request sent: Ctrl-C interrupts the
+            // wait (abandoning the request) without sending it again.
+            MessagePtr reply;
+            bool ok = wait_interruptible(limit, [&](Clock::duration slice) {
+              reply = pending->wait(std::chrono::ceil<std::chrono::milliseconds>(slice));
+              return reply != nullptr;
+            });
+            if (!ok) raise(p.pub->request_timeout(limit.value_or(Clock::duration::zero())));
+            return PyMessage{std::move(reply), p.codec};
+          },
+          py::arg("value"), py::kw_only(), py::arg("key") = py::none(), py::arg("headers") = py::none(),
+          py::arg("timeout") = 5.0,
+          "Request-reply (capabilities()['request_reply']: nats:// core, mem://): encode `value` with the "
+          "publisher's codec, send it with a reply address of its own, and wait up to `timeout` seconds (None: no "
+          "limit) for the first reply, returned as a Message decoded with this publisher's codec. Bypasses the "
+          "publish queue. GIL released; Ctrl-C interrupts the wait. Raises Timeout naming the URL and the timeout "
+          "when no reply came, Timeout at once when nothing subscribes to the subject (no responders), Unsupported "
+          "for other protocols, Closed after close().")
       .def(
           "flush",
           [](PyPublisher& p, std::optional<double> timeout) {

@@ -101,3 +101,34 @@ def test_full_queue_waits_off_the_loop() -> None:
         await pub.close()
 
     run(main())
+
+
+def test_request_is_answered_by_a_task_on_the_same_loop() -> None:
+    # The responder runs on the loop that awaits the request: a request that
+    # blocked the loop would never get its reply and would time out instead.
+    async def main() -> list[object]:
+        async with omnibus.aio.subscriber("mem://aio-rpc", codec="json") as sub, \
+                omnibus.aio.publisher("mem://aio-rpc", codec="json") as pub:
+
+            async def serve() -> None:
+                async for msg in sub:
+                    msg.reply({"sum": sum(msg.value)}, headers={"by": "task"})
+
+            server = asyncio.create_task(serve())
+            try:
+                replies = await asyncio.gather(*(pub.request([i, 1], timeout=10) for i in range(5)))
+            finally:
+                server.cancel()
+            assert all(r.header("by") == b"task" for r in replies)
+            return [r.value for r in replies]
+
+    assert run(main()) == [{"sum": i + 1} for i in range(5)]
+
+
+def test_request_timeout_reaches_the_awaiting_task() -> None:
+    async def main() -> None:
+        async with omnibus.aio.subscriber("mem://aio-rpc-2"), omnibus.aio.publisher("mem://aio-rpc-2") as pub:
+            with pytest.raises(omnibus.Timeout, match="mem://aio-rpc-2"):
+                await pub.request(b"silence", timeout=0.2)
+
+    run(main())

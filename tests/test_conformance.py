@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,102 @@ def test_oversized_message_fails_alone_in_its_batch(target: Target) -> None:
         assert "[1]" in str(info.value) and "1 of 3" in str(info.value)
         got = receive_n(sub, 2)
         assert sorted(bytes(m.payload) for m in got) == [b"small-0", b"small-2"]
+
+
+class _Responder:
+    """Answers every request on `sub` on a thread of its own: {"echo": value} plus the request's headers."""
+
+    def __init__(self, sub: omnibus.Subscriber) -> None:
+        self.sub = sub
+        self.answered = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self.sub.receive_batch(10, timeout=0.05):
+                try:
+                    if msg.reply_to is not None:
+                        msg.reply({"echo": msg.value}, headers=msg.headers)
+                        self.answered += 1
+                except BaseException as e:  # surfaced by stop()
+                    self.errors.append(e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive()
+        assert self.errors == []
+
+
+def test_request_reply(target: Target) -> None:
+    require(target, "request_reply")
+    url = target.url()
+    with omnibus.subscriber(url, codec="json") as sub, omnibus.publisher(url, codec="json") as pub:
+        # A published message has no reply address and cannot be answered.
+        pub.publish({"plain": True}).result(timeout=10)
+        plain = sub.receive(timeout=10)
+        assert plain.reply_to is None
+        with pytest.raises(omnibus.InvalidArgument, match="no reply address"):
+            plain.reply({"x": 1})
+
+        responder = _Responder(sub)
+        try:
+            headers = [("trace", b"t-1"), ("n", "ü")] if target.capabilities()["headers"] else None
+            reply = pub.request({"n": 1, "s": "ü"}, headers=headers, timeout=10)
+            assert reply.value == {"echo": {"n": 1, "s": "ü"}}  # both sides through the json codec
+            assert reply.headers == ([("trace", b"t-1"), ("n", "ü".encode())] if headers else [])
+            assert reply.reply_to is None and reply.topic  # the reply address it came to
+            # Sequential requests each get their own reply.
+            for i in range(20):
+                assert pub.request(i, timeout=10).value == {"echo": i}
+        finally:
+            responder.stop()
+        assert responder.answered == 21
+
+
+def test_request_reply_from_threads_beside_batching(target: Target) -> None:
+    require(target, "request_reply")
+    url = target.url(group="servers")
+    with omnibus.subscriber(url, codec="json") as sub1, omnibus.subscriber(url, codec="json") as sub2, \
+            omnibus.publisher(url, codec="json") as pub:
+        responders = [_Responder(sub1), _Responder(sub2)]
+        results: dict[int, Any] = {}
+        try:
+            def ask(t: int) -> None:
+                for i in range(10):
+                    results[t * 100 + i] = pub.request({"t": t, "i": i}, timeout=10).value
+
+            threads = [threading.Thread(target=ask, args=(t,)) for t in range(4)]
+            for th in threads:
+                th.start()
+            pub.publish_many([{"batch": i} for i in range(200)]).result(timeout=10)  # batching goes on meanwhile
+            for th in threads:
+                th.join(timeout=30)
+        finally:
+            for r in responders:
+                r.stop()
+        assert results == {t * 100 + i: {"echo": {"t": t, "i": i}} for t in range(4) for i in range(10)}
+        # A queue group answers each request once.
+        assert sum(r.answered for r in responders) == 40
+
+
+def test_request_without_responder_times_out_naming_the_subject(target: Target) -> None:
+    require(target, "request_reply")
+    url = target.url()
+    with omnibus.publisher(url) as pub:
+        # Nothing subscribes: the broker says so, and the request fails at once
+        # ("no responders") instead of waiting out its timeout.
+        with pytest.raises(omnibus.Timeout, match="no responders") as exc:
+            pub.request(b"anyone?", timeout=60)
+        assert url.split("?")[0].rsplit("/", 1)[-1] in str(exc.value)  # the subject
+        with omnibus.subscriber(url) as sub:  # receives, never replies
+            with pytest.raises(omnibus.Timeout, match=r"within the timeout of 0\.3 s") as exc:
+                pub.request(b"hello?", timeout=0.3)
+            assert url in str(exc.value)
+            assert isinstance(exc.value, TimeoutError)
+            late = sub.receive(timeout=10)
+            assert late.reply_to
+            late.reply(b"too late")  # dropped: the requester gave up; no error

@@ -6,6 +6,7 @@ The independent client is nats-py (asyncio), spoken to both ways, core NATS and 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -95,6 +96,108 @@ def test_nats_py_to_omnibus(nats_url: str) -> None:
     assert bytes(first.payload) == b"from nats-py" and first.key == b"k2" and first.headers == [("h1", b"v1")]
     assert first.topic == subject and first.delivery_attempt == 1
     assert bytes(second.payload) == b"plain" and second.key is None and second.headers == []
+
+
+# ---------------------------------------------------------------- request-reply
+
+
+def test_nats_py_request_answered_by_omnibus_subscriber(nats_url: str) -> None:
+    nats = nats_py()
+    subject = f"rpc.{name()}"
+    with omnibus.subscriber(url_of(nats_url, subject), codec="json") as sub:
+        answered = threading.Event()
+
+        def serve() -> None:
+            msg = sub.receive(timeout=10)
+            assert msg.reply_to and msg.reply_to.startswith("_INBOX.")  # nats-py's inbox
+            msg.reply({"got": msg.value, "h": msg.header("h1").decode()}, headers={"served-by": "omnibus"})
+            answered.set()
+
+        server = threading.Thread(target=serve)
+        server.start()
+
+        async def main() -> Any:
+            nc = await nats.connect(nats_url)
+            try:
+                return await nc.request(subject, b'{"q": 1}', timeout=10, headers={"h1": "v1"})
+            finally:
+                await nc.close()
+
+        reply = run(main)
+        server.join(timeout=10)
+    assert answered.is_set()
+    assert json.loads(reply.data) == {"got": {"q": 1}, "h": "v1"}
+    assert reply.headers == {"served-by": "omnibus"}
+
+
+def test_omnibus_request_answered_by_nats_py(nats_url: str) -> None:
+    nats = nats_py()
+    subject = f"rpc.{name()}"
+    ready = threading.Event()
+    done = threading.Event()
+    seen: list[Any] = []
+
+    async def responder() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            async def handle(msg: Any) -> None:
+                seen.append(msg)
+                await msg.respond(b"re:" + msg.data)
+
+            await nc.subscribe(subject, cb=handle)
+            await nc.flush()
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+        finally:
+            await nc.close()
+
+    thread = threading.Thread(target=run, args=(responder,))
+    thread.start()
+    try:
+        assert ready.wait(10)
+        with omnibus.publisher(url_of(nats_url, subject)) as pub:
+            reply = pub.request(b"ping", key=b"k1", headers={"trace": "t1"}, timeout=10)
+            again = pub.request(b"pong", timeout=10)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert bytes(reply.payload) == b"re:ping" and bytes(again.payload) == b"re:pong"
+    assert reply.topic.startswith("_INBOX.") and reply.reply_to is None
+    # The request carried the key and headers as plain NATS headers, and a reply subject of its own per request.
+    assert seen[0].headers == {"Omnibus-Key": "k1", "trace": "t1"}
+    assert seen[0].reply and seen[1].reply and seen[0].reply != seen[1].reply
+
+
+def test_request_on_jetstream_is_unsupported(nats_url: str) -> None:
+    subject = name()
+    url = url_of(nats_url, subject, stream=subject)
+    with omnibus.publisher(url) as pub:
+        assert pub.capabilities()["request_reply"] is False
+        with pytest.raises(omnibus.Unsupported, match=r"request-reply .*nats:// core"):
+            pub.request(b"x", timeout=1)
+    with omnibus.publisher(url_of(nats_url, subject)) as core:
+        assert core.capabilities()["request_reply"] is True
+
+
+def test_request_is_interrupted_by_ctrl_c(nats_url: str) -> None:
+    # Ctrl-C (SIGINT, as test_interrupt.py sends it) ends the wait long before the request's timeout.
+    import os
+    import signal
+
+    url = url_of(nats_url, name())
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:  # sub never replies
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                pub.request(b"stuck", timeout=60)  # a Timeout instead would fail the test
+            assert sub.receive(timeout=10).reply_to  # the request was sent once
+            assert sub.receive_batch(10, timeout=0.2) == []
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------- interoperability: JetStream

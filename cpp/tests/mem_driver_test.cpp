@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "omnibus/error.hpp"
 #include "omnibus/publisher.hpp"
@@ -461,6 +462,153 @@ TEST(MemDriver, PublisherAndSubscriberCloseCleanly) {
   EXPECT_EQ(payloads_of(receive_n(*sub, 2)), (Strings{"a", "b"}));
   sub->close();
   EXPECT_TRUE(sub->closed());
+}
+
+// ------------------------------------------------------------ request-reply
+
+// Answers every request on `sub` with "re:<payload>" (and its headers) until
+// `stop`; counts the replies it sent.
+class Responder {
+ public:
+  explicit Responder(std::shared_ptr<Subscriber> sub) : sub_(std::move(sub)) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        for (auto& m : sub_->receive_batch(10, 20ms)) {
+          if (m->reply_to().empty()) continue;
+          m->reply(out("re:" + m->payload(), std::nullopt, m->headers()));
+          replies_++;
+        }
+      }
+    });
+  }
+  ~Responder() {
+    stop_ = true;
+    thread_.join();
+  }
+  int replies() const { return replies_; }
+
+ private:
+  std::shared_ptr<Subscriber> sub_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> replies_{0};
+  std::thread thread_;
+};
+
+TEST(MemDriver, RequestGetsTheReplyWithHeaders) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);
+  auto pub = Publisher::open(url);
+  EXPECT_TRUE(pub->capabilities().request_reply);
+  Responder responder(sub);
+  auto reply = pub->request(out("ping", std::nullopt, {{"trace", "7"}}), kPatience);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->payload(), "re:ping");
+  EXPECT_EQ(reply->headers(), (Headers{{"trace", "7"}}));
+  EXPECT_TRUE(reply->reply_to().empty());
+  EXPECT_GT(reply->timestamp_ms(), 0);
+}
+
+TEST(MemDriver, PublishedMessageHasNoReplyAddressAndCannotBeAnswered) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);
+  auto pub = Publisher::open(url);
+  publish_ok(*pub, {out("plain")});
+  auto got = receive_n(*sub, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0]->reply_to().empty());
+  auto err = error_of([&] { got[0]->reply(out("x")); });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code(), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(has_substr(err->what(), "no reply address"));
+}
+
+TEST(MemDriver, RequestWithoutSubscriberFailsAtOnceWithTimeoutNamingTheTopic) {
+  const auto url = unique_topic_url();
+  auto pub = Publisher::open(url);
+  auto err = error_of([&] { pub->request(out("anyone?"), kPatience); });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code(), ErrorCode::Timeout);
+  EXPECT_TRUE(has_substr(err->what(), url));
+  EXPECT_TRUE(has_substr(err->what(), "no responders"));
+}
+
+TEST(MemDriver, UnansweredRequestTimesOutNamingTheUrlAndTheTimeout) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);  // receives, never replies
+  auto pub = Publisher::open(url);
+  auto err = error_of([&] { pub->request(out("hello?"), 200ms); });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code(), ErrorCode::Timeout);
+  EXPECT_TRUE(has_substr(err->what(), url));
+  EXPECT_TRUE(has_substr(err->what(), "0.2 s"));
+  // The request did reach the subscriber, with a reply address.
+  auto got = receive_n(*sub, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE(got[0]->reply_to().empty());
+  got[0]->reply(out("too late"));  // dropped: the requester gave up
+}
+
+TEST(MemDriver, OneReplyPerGroupAndTheRequesterTakesTheFirst) {
+  const auto url = unique_topic_url();
+  auto a = Subscriber::open(url, {{"group", "workers"}});
+  auto b = Subscriber::open(url, {{"group", "workers"}});
+  auto pub = Publisher::open(url);
+  {
+    Responder ra(a), rb(b);
+    for (int i = 0; i < 20; ++i) {
+      auto reply = pub->request(out("job-" + std::to_string(i)), kPatience);
+      EXPECT_EQ(reply->payload(), "re:job-" + std::to_string(i));
+    }
+    EXPECT_TRUE(test::wait_until(Clock::now() + kPatience, [&] { return ra.replies() + rb.replies() == 20; }));
+    EXPECT_EQ(ra.replies() + rb.replies(), 20);  // competing consumers: each request answered once
+  }
+}
+
+TEST(MemDriver, ConcurrentRequestsEachGetTheirOwnReply) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);
+  auto pub = Publisher::open(url);
+  Responder responder(sub);
+  std::vector<std::thread> threads;
+  std::atomic<int> right{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        const auto body = std::to_string(t) + "/" + std::to_string(i);
+        if (pub->request(out(body), kPatience)->payload() == "re:" + body) right++;
+      }
+    });
+  }
+  publish_ok(*pub, numbered("batched", 100));  // batching goes on beside the requests
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(right.load(), 100);
+}
+
+TEST(MemDriver, CloseFailsAWaitingRequestWithClosed) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);  // never replies
+  auto pub = Publisher::open(url);
+  auto pending = pub->send_request(out("wait"));
+  pub->close(1s);
+  auto err = error_of([&] { pending->wait(kPatience); });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code(), ErrorCode::Closed);
+  auto again = error_of([&] { pub->request(out("after"), 1s); });
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->code(), ErrorCode::Closed);
+}
+
+TEST(MemDriver, ClosedSubscriberCannotReply) {
+  const auto url = unique_topic_url();
+  auto sub = Subscriber::open(url);
+  auto pub = Publisher::open(url);
+  auto pending = pub->send_request(out("q"));
+  auto got = receive_n(*sub, 1);
+  ASSERT_EQ(got.size(), 1u);
+  sub->close();
+  auto err = error_of([&] { Subscriber::reply(*got[0], out("a")); });
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code(), ErrorCode::Closed);
 }
 
 }  // namespace

@@ -88,6 +88,27 @@ class Publisher:
         d = await self._run(lambda: self.sync.publish_many(values, keys=keys, headers=headers))
         return delivery_future(d)
 
+    async def request(
+        self,
+        value: Any,
+        *,
+        key: bytes | str | None = None,
+        headers: Any = None,
+        timeout: float | None = 5.0,
+    ) -> Message:
+        """Send a request and await the first reply (see omnibus.Publisher.request).
+
+        The wait runs on the loop's default executor, not on the loop and not on
+        this publisher's workers (a request must not queue behind a publish
+        blocked on a full queue), so the number of requests waiting at once is
+        bounded by that executor's threads. Cancelling the awaiting task leaves
+        the request to end on its thread by reply or timeout; its reply is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: self.sync.request(value, key=key, headers=headers, timeout=timeout)
+        )
+
     async def flush(self, timeout: float | None = None) -> bool:
         return bool(await self._run(lambda: self.sync.flush(timeout)))
 

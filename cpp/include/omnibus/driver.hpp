@@ -36,7 +36,23 @@ struct Capabilities {
   bool headers = false;
   bool dead_letter = false;
   bool durable = false;            // survives a broker restart
+  bool request_reply = false;      // Publisher::request / Subscriber::reply (nats:// core, mem://)
   std::size_t max_message_bytes = 0;  // 0: no limit known
+};
+
+// One request in flight, returned by Sender::request once the request was
+// sent. wait() may be called repeatedly, from one thread at a time, so that
+// the caller can wait in short slices (Ctrl-C in Python) without sending the
+// request again. Destroying it abandons the request: a later reply is dropped.
+// It stays valid after its Sender closed (wait() then throws Closed).
+class PendingReply {
+ public:
+  virtual ~PendingReply() = default;
+  // Blocks up to `timeout` for the first reply; nullptr when none came yet.
+  // Throws Closed when the sender closed meanwhile, Timeout at once when the
+  // broker says that nothing subscribes to the subject (NATS no-responders),
+  // Unavailable when the connection was lost.
+  virtual MessagePtr wait(std::chrono::milliseconds timeout) = 0;
 };
 
 // Called exactly once per message of a batch, with nullptr on success.
@@ -55,6 +71,14 @@ class Sender {
   // nullopt when the native library cannot tell. Thread-safe, non-blocking.
   // An in-process driver is always connected.
   virtual std::optional<bool> connected() const { return true; }
+  // Request-reply: sends `msg` to the sender's subject with a fresh reply
+  // address (an inbox per request) and returns at once; the reply comes
+  // through the returned handle. Bypasses batching: called by any thread,
+  // concurrently with send_batch and other requests, never with or after
+  // close() (the Publisher sees to that). May block briefly on network
+  // back-pressure; must not retry. The default throws Unsupported: only
+  // drivers with capabilities().request_reply override it.
+  virtual std::unique_ptr<PendingReply> request(const OutMessage& msg);
   // Fails every message still in flight with Closed, then releases resources.
   // Called once, after the last send_batch returned.
   virtual void close() = 0;
@@ -74,6 +98,12 @@ class Receiver {
   virtual Capabilities capabilities() const = 0;
   // As Sender::connected(). Thread-safe, non-blocking.
   virtual std::optional<bool> connected() const { return true; }
+  // Sends `reply` to `msg.reply_to()` (the requester's inbox), fire and forget:
+  // a reply nobody waits for any more is dropped, as NATS does. `msg` came
+  // from this receiver and has a non-empty reply_to(). Thread-safe, any
+  // thread; may block briefly for network back-pressure. Throws Closed after
+  // close(); the default throws Unsupported (capabilities().request_reply).
+  virtual void reply(const Message& msg, const OutMessage& reply);
   // Unacked messages go back to the broker for redelivery. Idempotent.
   virtual void close() = 0;
 };

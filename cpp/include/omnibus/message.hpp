@@ -38,8 +38,10 @@ class Receiver;
 // no-ops, so an auto-acked or already-acked message can be acked again harmlessly).
 class Message {
  public:
+  // `reply_to`: the requester's reply address when the message was sent with
+  // Publisher::request, else empty.
   Message(OutMessage data, std::string topic, std::uint32_t delivery_attempt,
-          std::shared_ptr<Receiver> receiver, std::uint64_t ack_id);
+          std::shared_ptr<Receiver> receiver, std::uint64_t ack_id, std::string reply_to = {});
 
   const OutMessage& data() const noexcept { return data_; }
   const std::string& payload() const noexcept { return *data_.payload; }
@@ -52,6 +54,9 @@ class Message {
   std::uint32_t delivery_attempt() const noexcept { return attempt_; }
   std::uint64_t ack_id() const noexcept { return ack_id_; }
   const std::shared_ptr<Receiver>& receiver() const noexcept { return receiver_; }
+  // Where the sender waits for a reply (an inbox subject); empty when the
+  // message was published, not requested.
+  const std::string& reply_to() const noexcept { return reply_to_; }
 
   // Acknowledge / negatively acknowledge (redeliver where the driver can).
   // Non-blocking for mem://; may block briefly on a network driver. Throws
@@ -64,6 +69,13 @@ class Message {
   // Marks the message settled without telling the driver; returns false when
   // it already was. Used by batch ack paths.
   bool mark_settled() noexcept { return !settled_.exchange(true, std::memory_order_acq_rel); }
+  // Answers a request: sends `reply` to reply_to() through the receiver this
+  // message came from. Independent of ack (a reply does not settle the
+  // message). Thread-safe; may block briefly on a network driver. Throws
+  // InvalidArgument when the message has no reply address (it was published,
+  // not requested), Closed when the subscriber was closed, Unsupported when
+  // the protocol has no request-reply. A zero timestamp_ms is stamped now.
+  void reply(OutMessage reply) const;
 
  private:
   OutMessage data_;
@@ -71,6 +83,7 @@ class Message {
   std::uint32_t attempt_;
   std::shared_ptr<Receiver> receiver_;
   std::uint64_t ack_id_;
+  std::string reply_to_;
   std::atomic<bool> settled_{false};
 };
 

@@ -106,6 +106,26 @@ class Publisher {
   // ResourceExhausted (and failing the unsent ones in the tracker) on timeout.
   std::shared_ptr<DeliveryTracker> publish(std::vector<OutMessage> msgs);
 
+  // Request-reply (capabilities().request_reply: nats:// core, mem://): sends
+  // `msg` to the publisher's subject with a reply address of its own and
+  // blocks up to `timeout` for the first reply, which it returns (its topic()
+  // is the reply address; it has no receiver, so ack() is a no-op). Bypasses
+  // the batch queue and its back-pressure: it neither waits behind queued
+  // publishes nor counts in max_pending, so a request may overtake messages
+  // published before it. Thread-safe, concurrently with publishing, flush and
+  // other requests. Throws Timeout naming the URL and the timeout when no
+  // reply came, Timeout at once when the broker says nothing subscribes to the
+  // subject (no responders), Unsupported where the protocol has no
+  // request-reply, Closed after close() (a request waiting when close() runs
+  // fails with Closed), ResourceExhausted for a message above the size limit.
+  MessagePtr request(OutMessage msg, Clock::duration timeout);
+  // The sending half of request(), for callers that wait in slices (Python,
+  // to stay interruptible): sends and returns the handle to wait on. Throws
+  // like request() except for the Timeout of the wait.
+  std::unique_ptr<PendingReply> send_request(OutMessage msg);
+  // The Timeout error request() throws when no reply came within `waited`.
+  Error request_timeout(Clock::duration waited) const;
+
   // Sends everything queued now, ignoring linger; blocks up to `timeout` until
   // nothing is pending. Returns false on timeout. Thread-safe.
   bool flush(Clock::duration timeout);
@@ -147,6 +167,7 @@ class Publisher {
   std::size_t queued_bytes_ = 0;
   std::size_t pending_ = 0;  // queued + in flight
   std::size_t flushers_ = 0;
+  std::size_t requests_sending_ = 0;  // in Sender::request; close() waits for them
   bool closed_ = false;
   bool stopping_ = false;
   bool sender_idle_ = false;   // the sender thread waits for work

@@ -45,6 +45,10 @@ class Subscriber {
   // Batch ack/nack: one driver call per receiver. Thread-safe.
   static void ack(const std::vector<MessagePtr>& msgs);
   static void nack(const std::vector<MessagePtr>& msgs);
+  // Answers a request (Message::reply): sends `reply` to msg.reply_to(). The
+  // caller encodes it (in Python, with the subscriber's codec). Thread-safe;
+  // may block briefly on a network driver. Throws like Message::reply.
+  static void reply(const Message& msg, OutMessage reply) { msg.reply(std::move(reply)); }
 
   // Stops fetching; unacked and buffered messages go back to the broker.
   // Idempotent, thread-safe; joins the fetch thread.

@@ -1,6 +1,7 @@
 #include "omnibus/publisher.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "core/open.hpp"
 
@@ -179,6 +180,45 @@ std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs
   return tracker;
 }
 
+std::unique_ptr<PendingReply> Publisher::send_request(OutMessage msg) {
+  if (!sender_->capabilities().request_reply)
+    throw Error(ErrorCode::Unsupported,
+                "request-reply is not supported by " + url_ +
+                    " (capabilities()['request_reply'] is False): it needs nats:// core (without stream=) or mem://");
+  if (!msg.payload) throw Error(ErrorCode::InvalidArgument, "request to " + url_ + " has no payload");
+  if (msg.timestamp_ms == 0) msg.timestamp_ms = now_ms();
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) throw Error(ErrorCode::Closed, "publisher for " + url_ + " is closed");
+    requests_sending_++;
+  }
+  // close() must not release the connection while a request is being sent on
+  // it; the wait for the reply needs no connection (the handle owns its state).
+  struct Done {
+    Publisher& p;
+    ~Done() {
+      std::lock_guard lock(p.mu_);
+      if (--p.requests_sending_ == 0) p.space_cv_.notify_all();
+    }
+  } done{*this};
+  return sender_->request(msg);
+}
+
+Error Publisher::request_timeout(Clock::duration waited) const {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(waited).count();
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.3g", static_cast<double>(ms) / 1000.0);
+  return Error(ErrorCode::Timeout, "no reply to the request on " + url_ + " within the timeout of " + secs +
+                                       " s (no subscriber replied in time; a later reply is dropped)");
+}
+
+MessagePtr Publisher::request(OutMessage msg, Clock::duration timeout) {
+  auto pending = send_request(std::move(msg));
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(std::max(timeout, Clock::duration::zero()));
+  if (auto reply = pending->wait(ms)) return reply;
+  throw request_timeout(timeout);
+}
+
 bool Publisher::batch_ready_locked() const {
   // Linger is honoured even when the pending queue is full (max_pending below
   // batch_messages): blocked producers then wait out the linger. The option
@@ -286,7 +326,13 @@ std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
     work_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
-  // Fails whatever the driver still holds; on_result records those.
+  {
+    // Requests being sent (not those waiting for a reply) end first: sends are brief.
+    std::unique_lock lock(mu_);
+    space_cv_.wait(lock, [&] { return requests_sending_ == 0; });
+  }
+  // Fails whatever the driver still holds (and the requests waiting for a
+  // reply, with Closed); on_result records those.
   sender_->close();
 
   std::vector<Undelivered> out;

@@ -13,7 +13,19 @@
 // consumer closed) comes back ahead of undelivered ones, and may therefore come
 // after later messages of its key that were already delivered.
 //
-// Locking: one mutex per topic guards its groups and their consumers' queues.
+// Request-reply: a request is dispatched like a published message (to every
+// group, one consumer per group), carrying a reply address of its own,
+// "_INBOX.mem.<n>", that names an inbox in this process. The first reply
+// fills the inbox and wakes the requester; later replies (another group's, a
+// redelivered request's) and replies to an abandoned inbox are dropped, as
+// NATS drops them. A request to a topic without any subscription fails at
+// once with Timeout (NATS' no-responders); a named group without consumers
+// counts as a responder (its backlog may be served in time).
+//
+// Locking: one mutex per topic guards its groups and their consumers' queues;
+// the broker's mutex guards the inbox table; each inbox has its own mutex. A
+// sender's inbox list lock is held while taking an inbox's mutex (close); no
+// other lock is taken while holding one.
 
 #include "drivers/mem/mem_driver.hpp"
 
@@ -37,6 +49,15 @@ struct Entry {
   OutMessage data;
   std::uint64_t seq;       // topic publish order, for redistribution
   std::uint32_t attempt;   // deliveries so far
+  std::string reply_to;    // a request's inbox, else empty
+};
+
+// Where one request waits for its reply.
+struct Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  MessagePtr reply;     // the first reply
+  bool closed = false;  // the sender closed
 };
 
 class MemReceiver;
@@ -71,9 +92,60 @@ class Broker {
     return t;
   }
 
+  // A new inbox and its address; registered until close_inbox(address).
+  std::pair<std::string, std::shared_ptr<Inbox>> open_inbox() {
+    auto inbox = std::make_shared<Inbox>();
+    std::lock_guard lock(mu_);
+    std::string address = "_INBOX.mem." + std::to_string(next_inbox_++);
+    inboxes_.emplace(address, inbox);
+    return {std::move(address), std::move(inbox)};
+  }
+  void close_inbox(const std::string& address) {
+    std::lock_guard lock(mu_);
+    inboxes_.erase(address);
+  }
+  // The first reply to an open inbox wins; any other is dropped.
+  void deliver_reply(const std::string& address, OutMessage reply) {
+    std::shared_ptr<Inbox> inbox;
+    {
+      std::lock_guard lock(mu_);
+      auto it = inboxes_.find(address);
+      if (it == inboxes_.end()) return;  // the requester gave up (or it is not an inbox)
+      inbox = it->second;
+    }
+    std::lock_guard lock(inbox->mu);
+    if (inbox->reply || inbox->closed) return;
+    inbox->reply = std::make_shared<Message>(std::move(reply), address, 1, nullptr, 0);
+    inbox->cv.notify_all();
+  }
+
  private:
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Topic>> topics_;
+  std::unordered_map<std::string, std::shared_ptr<Inbox>> inboxes_;
+  std::uint64_t next_inbox_ = 1;
+};
+
+// The requester's side of one inbox; closing it drops a later reply.
+class MemPendingReply final : public PendingReply {
+ public:
+  MemPendingReply(std::string address, std::shared_ptr<Inbox> inbox, std::string url)
+      : address_(std::move(address)), inbox_(std::move(inbox)), url_(std::move(url)) {}
+  ~MemPendingReply() override { Broker::instance().close_inbox(address_); }
+
+  MessagePtr wait(std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(inbox_->mu);
+    inbox_->cv.wait_for(lock, timeout, [&] { return inbox_->reply || inbox_->closed; });
+    if (inbox_->reply) return inbox_->reply;
+    if (inbox_->closed)
+      throw Error(ErrorCode::Closed, "publisher for " + url_ + " was closed while its request waited for a reply");
+    return nullptr;
+  }
+
+ private:
+  std::string address_;
+  std::shared_ptr<Inbox> inbox_;
+  std::string url_;
 };
 
 std::string topic_name(const Url& url) {
@@ -101,6 +173,7 @@ Capabilities mem_capabilities(std::size_t max_bytes) {
   c.headers = true;
   c.dead_letter = false;
   c.durable = false;
+  c.request_reply = true;
   c.max_message_bytes = max_bytes;
   return c;
 }
@@ -142,7 +215,8 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
       Entry& e = ready_.front();
       std::uint64_t id = base_id_ + unacked_.size();
       // The message owns the data; a redelivery rebuilds the entry from it.
-      auto msg = std::make_shared<Message>(std::move(e.data), topic_->name, e.attempt + 1, self, id);
+      auto msg = std::make_shared<Message>(std::move(e.data), topic_->name, e.attempt + 1, self, id,
+                                           std::move(e.reply_to));
       unacked_.push_back(Slot{msg, e.seq, deadline, true});
       ready_.pop_front();
       out.push_back(std::move(msg));
@@ -177,6 +251,14 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
   }
 
   Capabilities capabilities() const override { return mem_capabilities(max_bytes_); }
+
+  void reply(const Message& msg, const OutMessage& reply) override {
+    {
+      std::lock_guard lock(topic_->mu);
+      if (closed_) throw Error(ErrorCode::Closed, "mem:// subscriber is closed; it cannot reply any more");
+    }
+    Broker::instance().deliver_reply(msg.reply_to(), reply);
+  }
 
   void close() override {
     {
@@ -225,7 +307,7 @@ class MemReceiver : public Receiver, public std::enable_shared_from_this<MemRece
     SteadyClock::time_point deadline;
     bool live;
 
-    Entry entry() const { return Entry{msg->data(), seq, msg->delivery_attempt()}; }
+    Entry entry() const { return Entry{msg->data(), seq, msg->delivery_attempt(), msg->reply_to()}; }
   };
 
   Slot* slot_locked(std::uint64_t id) {
@@ -330,16 +412,57 @@ class MemSender : public Sender {
     }
   }
 
+  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+    const std::string url = "mem://" + topic_->name;
+    if (max_bytes_ && m.payload->size() > max_bytes_)
+      throw Error(ErrorCode::ResourceExhausted, "request of " + std::to_string(m.payload->size()) +
+                                                    " bytes exceeds max_message_bytes=" + std::to_string(max_bytes_) +
+                                                    " of " + url);
+    auto [address, inbox] = Broker::instance().open_inbox();
+    // Owns the inbox from here: an exception below closes it.
+    auto pending = std::make_unique<MemPendingReply>(address, inbox, url);
+    {
+      std::lock_guard lock(inboxes_mu_);
+      inboxes_.erase(std::remove_if(inboxes_.begin(), inboxes_.end(), [](const auto& w) { return w.expired(); }),
+                     inboxes_.end());
+      inboxes_.push_back(inbox);
+    }
+    std::vector<MemReceiver*> wake;
+    std::lock_guard lock(topic_->mu);
+    if (closed_) throw Error(ErrorCode::Closed, "mem:// sender is closed");
+    if (topic_->groups.empty())
+      throw Error(ErrorCode::Timeout, "no responders: nothing subscribes to " + url +
+                                          ", so no reply can come (the request failed at once instead of waiting)");
+    const auto seq = topic_->next_seq++;
+    for (auto& [_, g] : topic_->groups) MemReceiver::dispatch_locked(*g, Entry{m, seq, 0, address}, false, wake);
+    MemReceiver::notify_locked(wake);
+    return pending;
+  }
+
   Capabilities capabilities() const override { return mem_capabilities(max_bytes_); }
   void close() override {
-    std::lock_guard lock(topic_->mu);
-    closed_ = true;  // send_batch is synchronous: nothing is ever left in flight
+    {
+      std::lock_guard lock(topic_->mu);
+      closed_ = true;  // send_batch is synchronous: nothing is ever left in flight
+    }
+    // Requests still waiting for a reply fail with Closed.
+    std::lock_guard lock(inboxes_mu_);
+    for (auto& w : inboxes_) {
+      if (auto inbox = w.lock()) {
+        std::lock_guard inbox_lock(inbox->mu);
+        inbox->closed = true;
+        inbox->cv.notify_all();
+      }
+    }
+    inboxes_.clear();
   }
 
  private:
   std::shared_ptr<Topic> topic_;
   std::size_t max_bytes_;
   bool closed_ = false;
+  std::mutex inboxes_mu_;
+  std::vector<std::weak_ptr<Inbox>> inboxes_;  // this sender's requests, for close()
 };
 
 class MemDriver : public Driver {

@@ -60,6 +60,21 @@
 // publishes: an ack lost with the connection means a redelivery after
 // ack_wait, never a loss.
 //
+// Request-reply (core only): Publisher::request publishes the request with a
+// reply subject <inbox>.<n>, where <inbox> is one _INBOX.<nuid> per publisher
+// with one wildcard subscription <inbox>.* for all its requests (as cnats'
+// and nats-py's own request do), created on the first request. The first
+// reply to <inbox>.<n> is the answer; later ones (several subscribers without
+// a queue group each reply) are dropped. The server's no-responders status
+// (nothing subscribes to the subject) ends the request at once with Timeout.
+// A subscriber's message carries the requester's reply subject as reply_to;
+// Subscriber reply publishes the answer there with the same key and header
+// encoding as any message, so that nats-py and other clients interoperate
+// both ways. A request in flight when the connection drops ends by timeout
+// (the reply subscription comes back with the reconnect). JetStream
+// publishers have no request-reply (capabilities().request_reply is false):
+// a JetStream publish is answered by the stream's PubAck, not by a subscriber.
+//
 // Keys and headers: NATS has no key. The key travels as header Omnibus-Key
 // (text) or Omnibus-Key-B64 (base64; a lone '=' is the empty key) and the
 // publish time, with send_timestamp=true, as Omnibus-Ts (epoch ms). An
@@ -577,7 +592,11 @@ std::int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
 
 class Connection {
  public:
-  Connection(const Settings& s, const std::string& role) : role_(role), context_(role + " at " + s.where + " (" + s.url + ")") {
+  // send_asap: every publish is written at once instead of by cnats' flusher
+  // thread (one write per message: for connections whose publishes are
+  // latency-bound replies, not throughput-bound batches).
+  Connection(const Settings& s, const std::string& role, bool send_asap = false)
+      : role_(role), context_(role + " at " + s.where + " (" + s.url + ")") {
     sink_ = std::make_shared<ConnSink>();
     sink_->wait_min_ms = s.reconnect_wait_ms;
     sink_->wait_max_ms = s.reconnect_max_wait_ms;
@@ -598,6 +617,7 @@ class Connection {
     check(natsOptions_SetReconnectBufSize(opts.get(), static_cast<int>(s.reconnect_buffer_bytes)), "reconnect_buffer_bytes");
     check(natsOptions_SetPingInterval(opts.get(), s.ping_interval_ms), "ping_interval_ms");
     check(natsOptions_SetFailRequestsOnDisconnect(opts.get(), true), "requests");
+    if (send_asap) check(natsOptions_SetSendAsap(opts.get(), true), "send_asap");
     check(natsOptions_SetDisconnectedCB(opts.get(), on_disconnected, key_), "callbacks");
     check(natsOptions_SetReconnectedCB(opts.get(), on_reconnected, key_), "callbacks");
     check(natsOptions_SetClosedCB(opts.get(), on_closed, key_), "callbacks");
@@ -788,9 +808,9 @@ void decode_headers(natsMsg* msg, OutMessage& out) {
 
 // A natsMsg for `m` with its headers; nullptr when it needs none (plain PUB).
 NatsPtr<natsMsg> make_msg(const std::string& subject, const OutMessage& m, const HeaderFields& h,
-                          const std::string& context) {
+                          const std::string& context, const char* reply = nullptr) {
   natsMsg* raw = nullptr;
-  natsStatus st = natsMsg_Create(&raw, subject.c_str(), nullptr, m.payload->data(), static_cast<int>(m.payload->size()));
+  natsStatus st = natsMsg_Create(&raw, subject.c_str(), reply, m.payload->data(), static_cast<int>(m.payload->size()));
   if (st != NATS_OK) throw nats_error(st, context);
   NatsPtr<natsMsg> msg(raw);
   for (const auto& [name, value] : h.fields) {
@@ -880,9 +900,83 @@ Capabilities nats_capabilities(const Settings& s, std::size_t max_bytes) {
   c.competing_consumers = true;
   c.dead_letter = false;     // after max_deliver the server stops delivering (an advisory, no queue)
   c.durable = js && !s.memory_storage;
+  c.request_reply = !js;
   c.max_message_bytes = max_bytes;
   return c;
 }
+
+// ---------------------------------------------------------------- request-reply
+
+OutMessage to_out(natsMsg* msg);
+
+// The replies to one publisher's requests. Owns no cnats handle: the reply
+// subscription's callback finds it through the registry, and pending
+// requests keep it alive after their publisher closed.
+struct ReplyMux {
+  struct Slot {
+    MessagePtr reply;
+    bool no_responders = false;
+  };
+  std::string prefix;  // "<inbox>.", the reply subjects' common part
+  std::mutex mu;
+  std::condition_variable cv;
+  std::unordered_map<std::uint64_t, Slot> slots;  // token -> its reply, while the request waits
+  std::uint64_t next_token = 1;
+  bool closed = false;
+};
+using ReplyMuxes = Registry<ReplyMux>;
+
+// cnats' subscription thread: hands the reply to its waiting request.
+void on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+  NatsPtr<natsMsg> msg(raw);
+  auto mux = ReplyMuxes::instance().find(closure);
+  if (!mux) return;
+  std::string_view subject(natsMsg_GetSubject(msg.get()));
+  if (subject.size() <= mux->prefix.size() || subject.substr(0, mux->prefix.size()) != mux->prefix) return;
+  const std::uint64_t token = std::strtoull(std::string(subject.substr(mux->prefix.size())).c_str(), nullptr, 10);
+  const bool no_responders = natsMsg_IsNoResponders(msg.get());
+  MessagePtr reply;
+  if (!no_responders) {
+    OutMessage data = to_out(msg.get());
+    if (data.timestamp_ms == 0) data.timestamp_ms = now_ms();
+    reply = std::make_shared<Message>(std::move(data), std::string(subject), 1, nullptr, 0);
+  }
+  std::lock_guard lock(mux->mu);
+  auto it = mux->slots.find(token);
+  if (it == mux->slots.end() || it->second.reply || it->second.no_responders) return;  // abandoned, or answered
+  it->second.reply = std::move(reply);
+  it->second.no_responders = no_responders;
+  mux->cv.notify_all();
+}
+
+class NatsPendingReply final : public PendingReply {
+ public:
+  NatsPendingReply(std::shared_ptr<ReplyMux> mux, std::uint64_t token, std::string context)
+      : mux_(std::move(mux)), token_(token), context_(std::move(context)) {}
+  ~NatsPendingReply() override {
+    std::lock_guard lock(mux_->mu);
+    mux_->slots.erase(token_);
+  }
+
+  MessagePtr wait(std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(mux_->mu);
+    auto& slot = mux_->slots.at(token_);
+    mux_->cv.wait_for(lock, timeout, [&] { return slot.reply || slot.no_responders || mux_->closed; });
+    if (slot.reply) return slot.reply;
+    if (slot.no_responders)
+      throw Error(ErrorCode::Timeout,
+                  context_ + ": no responders: nothing subscribes to the subject, so no reply can come (the server "
+                             "said so at once; the request did not wait for its timeout)",
+                  NATS_NO_RESPONDERS, true);
+    if (mux_->closed) throw Error(ErrorCode::Closed, context_ + ": the publisher was closed while the request waited");
+    return nullptr;
+  }
+
+ private:
+  std::shared_ptr<ReplyMux> mux_;
+  std::uint64_t token_;
+  std::string context_;
+};
 
 // ---------------------------------------------------------------- core sender
 
@@ -950,8 +1044,41 @@ class CoreSender final : public Sender {
   std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override { return nats_capabilities(s_, max_payload_ - overhead()); }
 
+  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+    const std::string what = "NATS request to " + printable(s_.subject) + " at " + s_.where + " (" + s_.url + ")";
+    if (closed_) throw Error(ErrorCode::Closed, "NATS publisher for " + s_.url + " is closed");
+    HeaderFields h = encode_headers(m, s_.send_timestamp);
+    if (auto err = too_big(m, h)) throw *err;
+    auto mux = reply_mux();
+    std::uint64_t token;
+    {
+      std::lock_guard lock(mux->mu);
+      token = mux->next_token++;
+      mux->slots.emplace(token, ReplyMux::Slot{});
+    }
+    // Registered before the publish, so that no reply can come first; the
+    // handle unregisters it whatever happens below.
+    auto pending = std::make_unique<NatsPendingReply>(mux, token, what);
+    const std::string reply = mux->prefix + std::to_string(token);
+    auto msg = make_msg(s_.subject, m, h, what, reply.c_str());
+    natsStatus st = natsConnection_PublishMsg(conn_.get(), msg.get());
+    if (st != NATS_OK) throw publish_error(st);
+    return pending;
+  }
+
   void close() override {
     if (closed_.exchange(true)) return;
+    {
+      std::lock_guard lock(mux_mu_);
+      if (mux_) {
+        std::lock_guard mux_lock(mux_->mu);
+        mux_->closed = true;  // waiting requests fail with Closed
+        mux_->cv.notify_all();
+      }
+      if (reply_sub_) natsSubscription_Unsubscribe(reply_sub_.get());
+      reply_sub_.reset();
+      if (mux_key_) ReplyMuxes::instance().remove(mux_key_);
+    }
     conn_.close();  // flushes what is buffered first
   }
 
@@ -999,10 +1126,40 @@ class CoreSender final : public Sender {
 
   std::string context() const { return "NATS publish to " + printable(s_.subject) + " at " + s_.where + " (" + s_.url + ")"; }
 
+  // The reply inbox and its subscription, made on the first request. The SUB
+  // goes out before that request's PUB on the same connection, so the server
+  // knows it before any reply can be routed.
+  std::shared_ptr<ReplyMux> reply_mux() {
+    std::lock_guard lock(mux_mu_);
+    if (mux_) return mux_;
+    natsInbox* raw_inbox = nullptr;
+    natsStatus st = natsInbox_Create(&raw_inbox);
+    if (st != NATS_OK) throw nats_error(st, context() + ": reply inbox");
+    auto mux = std::make_shared<ReplyMux>();
+    mux->prefix = std::string(raw_inbox) + ".";
+    natsInbox_Destroy(raw_inbox);
+    void* key = ReplyMuxes::instance().add(mux);
+    natsSubscription* raw = nullptr;
+    st = natsConnection_Subscribe(&raw, conn_.get(), (mux->prefix + "*").c_str(), on_reply, key);
+    if (st != NATS_OK) {
+      ReplyMuxes::instance().remove(key);
+      throw nats_error(st, context() + ": cannot subscribe to the reply inbox (connection " + conn_.state() + ")");
+    }
+    reply_sub_.reset(raw);
+    natsSubscription_SetPendingLimits(reply_sub_.get(), -1, -1);  // replies are few and each is awaited
+    mux_key_ = key;
+    mux_ = std::move(mux);
+    return mux_;
+  }
+
   const Settings s_;
   Connection conn_;
   std::size_t max_payload_ = 0;
   std::atomic<bool> closed_{false};
+  std::mutex mux_mu_;  // guards the three below
+  std::shared_ptr<ReplyMux> mux_;
+  NatsPtr<natsSubscription> reply_sub_;
+  void* mux_key_ = nullptr;
 };
 
 // ---------------------------------------------------------------- JetStream sender
@@ -1212,7 +1369,9 @@ OutMessage to_out(natsMsg* msg) {
 
 class CoreReceiver final : public Receiver, public std::enable_shared_from_this<CoreReceiver> {
  public:
-  explicit CoreReceiver(Settings s) : s_(std::move(s)), conn_(s_, "subscriber") {
+  // A core subscriber publishes nothing but replies to requests, each awaited
+  // by its requester: they go out at once (send_asap).
+  explicit CoreReceiver(Settings s) : s_(std::move(s)), conn_(s_, "subscriber", /*send_asap=*/true) {
     natsSubscription* raw = nullptr;
     natsStatus st = s_.group.empty()
                         ? natsConnection_SubscribeSync(&raw, conn_.get(), s_.subject.c_str())
@@ -1250,9 +1409,34 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
       OutMessage data = to_out(msg.get());
       if (data.timestamp_ms == 0) data.timestamp_ms = now_ms();
       const auto id = next_id_++;
-      out.push_back(std::make_shared<Message>(std::move(data), natsMsg_GetSubject(msg.get()), 1, self, id));
+      const char* reply = natsMsg_GetReply(msg.get());
+      out.push_back(std::make_shared<Message>(std::move(data), natsMsg_GetSubject(msg.get()), 1, self, id,
+                                              reply ? std::string(reply) : std::string()));
     }
     return out;
+  }
+
+  void reply(const Message& msg, const OutMessage& r) override {
+    const std::string what = "NATS reply to " + printable(msg.reply_to()) + " for a request on " +
+                             printable(msg.topic()) + " (" + s_.url + ")";
+    std::lock_guard lock(reply_mu_);  // close() waits for it: the connection stays valid
+    if (closed_) throw Error(ErrorCode::Closed, "NATS subscriber for " + s_.url + " is closed; it cannot reply");
+    HeaderFields h = encode_headers(r, s_.send_timestamp);
+    const auto max = conn_.max_payload();
+    if (max > 0 && r.payload->size() + h.bytes > static_cast<std::size_t>(max))
+      throw Error(ErrorCode::ResourceExhausted,
+                  what + ": reply of " + std::to_string(r.payload->size() + h.bytes) +
+                      " bytes exceeds the server's max_payload of " + std::to_string(max) + " bytes",
+                  NATS_MAX_PAYLOAD, false);
+    natsStatus st;
+    if (h.fields.empty()) {
+      st = natsConnection_Publish(conn_.get(), msg.reply_to().c_str(), r.payload->data(),
+                                  static_cast<int>(r.payload->size()));
+    } else {
+      auto m = make_msg(msg.reply_to(), r, h, what);
+      st = natsConnection_PublishMsg(conn_.get(), m.get());
+    }
+    if (st != NATS_OK) throw nats_error(st, what + " (connection " + conn_.state() + ")");
   }
 
   // Core NATS has no acknowledgement: nothing to tell the server.
@@ -1273,6 +1457,7 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
 
   void close() override {
     if (closed_.exchange(true)) return;
+    std::lock_guard lock(reply_mu_);
     if (sub_) natsSubscription_Unsubscribe(sub_.get());
     sub_.reset();
     conn_.close();
@@ -1290,6 +1475,7 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
   std::atomic<bool> closed_{false};
   std::uint64_t next_id_ = 1;  // fetch thread only
   bool dropped_reported_ = false;
+  std::mutex reply_mu_;  // a reply being sent vs close()
 };
 
 class JsReceiver final : public Receiver, public std::enable_shared_from_this<JsReceiver> {
