@@ -10,6 +10,7 @@ void export_publisher(py::module_& m);
 void export_subscriber(py::module_& m);
 void export_registry(py::module_& m);
 void export_bench(py::module_& m);
+void export_bridge(py::module_& m);
 }  // namespace omnibus::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -23,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   export_subscriber(m);
   export_registry(m);
   export_bench(m);
+  export_bridge(m);
 }

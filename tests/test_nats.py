@@ -567,7 +567,8 @@ def test_confirmed_jetstream_messages_survive_a_broker_crash(nats_broker: Any) -
                      for i in range(batch) if i not in {j for j, _ in d.failures()}}
             assert len(acked) > n // 6, "the messages before the crash were confirmed"
             assert wait_until(lambda: acked <= received, timeout=60), \
-                f"{len(acked - received)} confirmed messages never arrived (of {len(acked)} confirmed)"
+                f"{len(acked - received)} confirmed messages never arrived (of {len(acked)} confirmed); " \
+                f"subscriber errors: {errors}; connection: {sub.connected}"
         finally:
             stop.set()
             for t in threads:

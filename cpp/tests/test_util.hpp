@@ -160,6 +160,11 @@ class FakeSender : public Sender {
     std::lock_guard lock(mu_);
     failures_.insert_or_assign(payload, Error(code, message + " of " + payload));
   }
+  // Messages fail as configured by fail_payload() no more.
+  void clear_failures() {
+    std::lock_guard lock(mu_);
+    failures_.clear();
+  }
   void throw_on_send(std::optional<Error> e) {
     std::lock_guard lock(mu_);
     throw_ = std::move(e);

@@ -15,7 +15,8 @@ arguments (``prefetch=10``); ``omnibus.drivers()`` lists every option of every
 driver with its type, default and meaning. Errors are ``omnibus.Error``
 subclasses that also inherit the matching builtin (``InvalidArgument`` is a
 ``ValueError``, ``Timeout`` a ``TimeoutError``, ...). ``omnibus.aio`` has the
-same API for asyncio.
+same API for asyncio. ``omnibus.bridge(source_url, sink_url)`` moves messages
+between protocols, acking each source message once the sink confirmed it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ._core import (
     Undelivered,
     Unsupported,
 )
+from ._bridge import Bridge, BridgeStats, DeliveryGuaranteeWarning, Out, Transform, bridge
 from .codecs import Codec, CodecLike, codec_names, register_codec, resolve_codec, unregister_codec
 
 __version__ = "0.1.0"
@@ -47,6 +49,12 @@ __version__ = "0.1.0"
 OptionValue = Union[bool, int, float, str]
 
 __all__ = [
+    "Bridge",
+    "BridgeStats",
+    "DeliveryGuaranteeWarning",
+    "Out",
+    "Transform",
+    "bridge",
     "Closed",
     "Codec",
     "CodecError",

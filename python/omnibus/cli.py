@@ -1,5 +1,5 @@
 """The omnibus command line: ``omnibus compare``, ``omnibus demo``, ``omnibus brokers up|status|down``,
-``omnibus drivers``."""
+``omnibus bridge``, ``omnibus drivers``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in result.rows) else 0
 
 
+def _bridge(args: argparse.Namespace) -> int:
+    from ._bridge import load_transform
+
+    transform = load_transform(args.transform) if args.transform else None
+    headers: bool | dict[str, str] = not args.no_headers
+    if args.header:
+        headers = dict(h.split("=", 1) for h in args.header)
+    b = omnibus.bridge(args.source, args.sink, transform=transform, key=args.key, headers=headers,
+                       codec=args.codec, sink_codec=args.sink_codec, dead_letter=args.dead_letter,
+                       batch=args.batch)
+    print(f"bridge {args.source} -> {args.sink} ({b.delivery_guarantee}); Ctrl-C stops after draining",
+          flush=True)
+    started = time.monotonic()
+    last = [0, started]
+
+    def report(stats: omnibus.BridgeStats) -> None:
+        now = time.monotonic()
+        rate = (stats.published - last[0]) / max(now - last[1], 1e-9)
+        last[:] = [stats.published, now]
+        print(f"  {now - started:6.0f} s  {rate:>10,.0f} msg/s  {stats.line()}", flush=True)
+
+    try:
+        b.run(args.duration, report=report)
+    except KeyboardInterrupt:
+        print("stopping: draining messages in flight ...", flush=True)
+    drained = b.stop(args.drain_timeout)
+    stats = b.stats
+    print(f"stopped: {stats.line()}" + ("" if drained else "  (not drained: the rest stays unacked at the source)"))
+    if b.last_error:
+        print(f"last error: {b.last_error}")
+    return 1 if stats.failed or b.failed else 0
+
+
 def _drivers(args: argparse.Namespace) -> int:
     for d in omnibus.drivers():
         print(f"{d['scheme']}://  {d['description']}")
@@ -137,6 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", []], metavar="KIND",
                          help="mqtt, nats, amqp, kafka (default: all)")
     brokers.set_defaults(fn=_brokers)
+    bridge = sub.add_parser("bridge", help="move messages from SOURCE to SINK, acking each after the sink confirmed")
+    bridge.add_argument("source", help="subscriber URL, e.g. mqtt://127.0.0.1:1883/sensors/#?qos=1&clean_session=false")
+    bridge.add_argument("sink", help="publisher URL, e.g. kafka://127.0.0.1:9092/readings?acks=all")
+    bridge.add_argument("--key", help="sink key template, e.g. '{topic[1]}' (default: the source key)")
+    bridge.add_argument("--codec", default="raw", help="source codec: raw, text, json, msgpack (default raw)")
+    bridge.add_argument("--sink-codec", help="re-encode for the sink (default: as the source)")
+    bridge.add_argument("--dead-letter", help="publisher URL for messages that cannot be delivered")
+    bridge.add_argument("--transform", help="module:function or file.py:function called once per batch")
+    bridge.add_argument("--header", action="append", metavar="NAME=VALUE", help="add a header to every message")
+    bridge.add_argument("--no-headers", action="store_true", help="do not carry the source headers")
+    bridge.add_argument("--batch", type=int, default=1000, help="messages per batch (default 1000)")
+    bridge.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    bridge.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to drain on stop (default 30)")
+    bridge.set_defaults(fn=_bridge)
     drivers = sub.add_parser("drivers", help="list drivers and their options")
     drivers.set_defaults(fn=_drivers)
     args = parser.parse_args(argv)

@@ -1726,9 +1726,13 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       if (p.reply.empty()) continue;
       const char* v = nak && p.last_attempt ? "+TERM" : verb;
       natsStatus st = natsConnection_PublishString(conn_.get(), p.reply.c_str(), v);
-      if (st != NATS_OK && st != NATS_INSUFFICIENT_BUFFER)
+      // A full reconnect buffer, or the connection dropping under the write
+      // (broker killed), loses the ack: the message comes back after
+      // ack_wait, as at-least-once allows. Throwing would fail an auto-acking
+      // receive over a redelivery the broker takes care of.
+      if (st != NATS_OK && st != NATS_INSUFFICIENT_BUFFER && !transient(st))
         throw nats_error(st, context() + ": cannot send " + v + " (connection " + conn_.state() + ")");
-      // A full reconnect buffer loses the ack: the message comes back after ack_wait, as at-least-once allows.
+      if (st != NATS_OK) conn_.sink().note(nats_error(st, std::string("lost ") + v).what());
     }
   }
 
