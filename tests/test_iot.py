@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 import omnibus
-from omnibus import iot
+from omnibus import cli, iot
 
 
 def topic() -> str:
@@ -182,6 +182,22 @@ def test_check_and_collect_reject_unknown_codecs() -> None:
         iot.check([], codec="yaml")
     with pytest.raises(omnibus.InvalidArgument, match="valid codecs: json, msgpack"):
         iot.collect(f"mem://{topic()}", expected={}, codec="yaml")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_simulate(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", f"mem://{topic()}", "--devices", "3", "--readings", "30", "--rate", "100"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 devices" in out
+    assert "sent 30 readings from 3 devices" in out and "failed 0" in out
+
+
+def test_cli_simulate_bad_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["simulate", "mem://x", "--devices", "0"]) == 2
+    assert "devices must be an int >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- real brokers
