@@ -1,5 +1,5 @@
 """The omnibus command line: ``omnibus compare``, ``omnibus demo``, ``omnibus brokers up|status|down``,
-``omnibus bridge``, ``omnibus drivers``."""
+``omnibus bridge``, ``omnibus simulate``, ``omnibus drivers``."""
 
 from __future__ import annotations
 
@@ -150,6 +150,46 @@ def _brokers(args: argparse.Namespace) -> int:
     return 1 if any(r.state == "failed" for r in results) else 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from . import iot
+
+    rate = "as fast as possible" if args.rate is None else f"{args.rate:g}/s each"
+    if args.readings is not None:
+        amount = f"{args.readings:,} readings"
+    elif args.duration:
+        amount = f"{args.duration:g} s"
+    else:
+        amount = "until Ctrl-C"
+    print(f"omnibus {omnibus.__version__} simulate: {args.devices:,} devices, {rate}, {amount}, "
+          f"{args.codec} -> {args.url}", flush=True)
+
+    def progress(s: iot.SimulationResult) -> None:
+        print(f"  {s.seconds:6.1f} s  sent {s.sent:>12,}  failed {s.failed:>8,}  "
+              f"in flight {s.in_flight:>8,}  {s.rate:>10,.0f} msg/s", flush=True)
+
+    try:
+        result = iot.simulate(args.url, devices=args.devices, rate=args.rate, duration=args.duration or None,
+                              readings=args.readings, codec=args.codec, seed=args.seed,
+                              connections=args.connections, progress=progress)
+    except omnibus.InvalidArgument as e:
+        print(f"omnibus simulate: {e}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
+def _rate(text: str) -> float | None:
+    """--rate: readings per second per device, or "max" for as fast as possible."""
+    if text == "max":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'max', got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     bridge.set_defaults(fn=_bridge)
     drivers = sub.add_parser("drivers", help="list drivers and their options")
     drivers.set_defaults(fn=_drivers)
+    simulate = sub.add_parser("simulate", help="publish sensor readings from simulated devices (omnibus.iot)")
+    simulate.add_argument("url", metavar="URL", help="e.g. mqtt://127.0.0.1:1883/sensors?qos=1&version=5")
+    simulate.add_argument("--devices", type=int, default=100, help="number of devices (default: 100)")
+    simulate.add_argument("--rate", type=_rate, default=1.0,
+                          help="readings per second per device, or 'max' (default: 1)")
+    simulate.add_argument("--duration", type=float, default=10.0,
+                          help="seconds to run; 0: until Ctrl-C (default: 10)")
+    simulate.add_argument("--readings", type=int,
+                          help="exactly this many readings in all (instead of --duration)")
+    simulate.add_argument("--codec", choices=["json", "msgpack"], default="json",
+                          help="payload codec (default: json)")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the sensor values (default: 0)")
+    simulate.add_argument("--connections", type=int, default=64,
+                          help="most publishers for per-device MQTT/NATS topics; more devices share them "
+                               "(default: 64)")
+    simulate.set_defaults(fn=_simulate)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
