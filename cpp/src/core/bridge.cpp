@@ -370,7 +370,14 @@ void Bridge::send(const std::shared_ptr<Batch>& batch, std::vector<std::size_t> 
   // result), so a raw pointer avoids a tracker -> callback -> tracker cycle.
   DeliveryTracker* raw = tracker.get();
   tracker->on_done([this, batch, indexes, raw, dead]() mutable {
-    on_batch_done(batch, std::move(indexes), raw, dead);
+    // Runs inside a driver's callback (librdkafka, Paho, cnats): an
+    // exception must not unwind through C frames.
+    try {
+      on_batch_done(batch, std::move(indexes), raw, dead);
+    } catch (const std::exception& e) {
+      note_error(std::string("bridge: ") + e.what());
+    } catch (...) {
+    }
   });
   std::size_t sent = 0;
   try {
@@ -466,7 +473,7 @@ void Bridge::settle(const std::vector<MessagePtr>& msgs, std::size_t settled) {
   if (!msgs.empty()) {
     try {
       Subscriber::ack(msgs);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       // The source closed or lost its connection: the broker redelivers
       // these, so they are duplicates later, not losses.
       note_error(std::string("ack on source: ") + e.what());
@@ -496,8 +503,17 @@ bool Bridge::stop(Clock::duration timeout) {
   auto left = std::max<Clock::duration>(deadline - Clock::now(), std::chrono::milliseconds(100));
   // Closing the sinks fails what they still hold (counted, left unacked);
   // then the source closes and gives its unacked messages back.
-  sink_->close(left);
-  if (dead_letter_) dead_letter_->close(left);
+  // stop() never throws (it runs in the destructor): a close that fails
+  // has already failed its messages, which stay unacked at the source.
+  auto quietly = [this](const char* what, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      note_error(std::string("closing the ") + what + ": " + e.what());
+    }
+  };
+  quietly("sink", [&] { sink_->close(left); });
+  if (dead_letter_) quietly("dead-letter sink", [&] { dead_letter_->close(left); });
   {
     std::lock_guard lock(mu_);
     // Retries queued after the thread ended are given up the same way.
@@ -507,7 +523,7 @@ bool Bridge::stop(Clock::duration timeout) {
     }
     retries_.clear();
   }
-  source_->close();
+  quietly("source", [&] { source_->close(); });
   std::lock_guard lock(mu_);
   drained_ = drained;
   return drained;

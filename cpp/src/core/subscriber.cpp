@@ -33,7 +33,15 @@ Subscriber::Subscriber(std::shared_ptr<Receiver> receiver, SubscriberConfig conf
   thread_ = std::thread([this] { run(); });
 }
 
-Subscriber::~Subscriber() { close(); }
+Subscriber::~Subscriber() {
+  try {
+    close();
+  } catch (...) {
+    // A destructor must not throw (std::terminate): a receiver whose close
+    // failed (connection already gone) leaves its unacked messages to the
+    // broker's own redelivery.
+  }
+}
 
 bool Subscriber::closed() const {
   std::lock_guard lock(mu_);

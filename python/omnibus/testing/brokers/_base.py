@@ -46,6 +46,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A port chosen free can be taken (by any client's ephemeral port) before the
+# broker binds it; the broker then exits saying so, and is started again on
+# ports chosen anew. Only on a first start: a restart must keep its ports.
+_BIND_ATTEMPTS = 3
+
+
+def port_taken(log: str) -> bool:
+    """Whether a broker's failure log says that one of its ports was in use."""
+    text = log.lower()
+    return "address already in use" in text or "eaddrinuse" in text
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -159,9 +171,18 @@ class Broker:
         """
         if self.is_running():
             return self
-        self.spawn(detach=detach)
-        self.wait_ready(timeout)
-        return self
+        fresh = not self.ports
+        for attempt in range(_BIND_ATTEMPTS):
+            self.spawn(detach=detach)
+            try:
+                self.wait_ready(timeout)
+                return self
+            except BrokerError as e:
+                if not (fresh and attempt + 1 < _BIND_ATTEMPTS and port_taken(str(e))):
+                    raise
+                self.stop()
+                self.ports = {}  # chosen again on the next spawn
+        raise AssertionError("unreachable")
 
     def spawn(self, *, detach: bool = False) -> None:
         """Start the process without waiting for readiness (see wait_ready).
@@ -356,18 +377,27 @@ class Cluster:
         return f"{self.scheme}://" + ",".join(f"{LOOPBACK}:{n.ports['port']}" for n in self.nodes)
 
     def start(self, timeout: float | None = None) -> Cluster:
-        for n in self.nodes:
-            n.ports = {name: free_port() for name in n._ports()}
-        self._link()
-        try:
+        for attempt in range(_BIND_ATTEMPTS):
             for n in self.nodes:
-                n.spawn()
-            for n in self.nodes:
-                n.wait_ready(timeout or self.default_start_timeout)
-        except BaseException:
-            self.close()
-            raise
-        return self
+                n.ports = {name: free_port() for name in n._ports()}
+            self._link()
+            try:
+                for n in self.nodes:
+                    n.spawn()
+                for n in self.nodes:
+                    n.wait_ready(timeout or self.default_start_timeout)
+                return self
+            except BrokerError as e:
+                if attempt + 1 < _BIND_ATTEMPTS and port_taken(str(e)):
+                    for n in self.nodes:
+                        n.stop()
+                    continue
+                self.close()
+                raise
+            except BaseException:
+                self.close()
+                raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for n in self.nodes:
