@@ -54,7 +54,7 @@ def _audit(sink: str, tag: str, expected: dict[str, int]) -> iot.CheckResult:
 def _drain(bridge: omnibus.Bridge, sent: int) -> None:
     assert wait_until(lambda: bridge.stats.consumed >= sent, timeout=240, interval=0.2), \
         f"{bridge.stats.line()}; last error: {bridge.last_error}"
-    assert bridge.wait_idle(timeout=240), bridge.stats.line()
+    assert bridge.wait_idle(timeout=240), f"{bridge.stats.line()}; last error: {bridge.last_error}"
     assert bridge.stop(timeout=60)
     stats = bridge.stats
     print(f"\nbridge: {stats.line()}")
@@ -119,7 +119,8 @@ def test_no_reading_is_lost_when_mosquitto_restarts_mid_stream(mqtt_broker: Any,
     with pytest.warns(omnibus.DeliveryGuaranteeWarning):
         bridge = omnibus.bridge(source, sink, codec="json", batch=500)
     with bridge:
-        assert wait_until(lambda: bridge.stats.published >= READINGS // 4, timeout=120, interval=0.01)
+        assert wait_until(lambda: bridge.stats.published >= READINGS // 4, timeout=120, interval=0.01), \
+            f"{bridge.stats.line()}; last error: {bridge.last_error}"
         before = bridge.stats
         mqtt_broker.restart()
         print(f"\nmosquitto restarted after {before.published:,} confirmed, {before.in_flight:,} in flight")

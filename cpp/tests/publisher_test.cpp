@@ -61,6 +61,21 @@ std::vector<std::size_t> failed_indices(const DeliveryTracker& t) {
 
 // ------------------------------------------------------------ delivery
 
+// A batch that filled up during the linger wakes the sender; when that batch
+// took everything queued, the sender goes idle. A later publish must still
+// wake it (a stale "wake pending" flag once left it asleep with messages
+// queued, forever, until a flush).
+TEST(Publisher, PublishAfterALingerWakeIsSent) {
+  Rig r(config(10, std::chrono::milliseconds(200)));
+  auto first = r.pub->publish(test::numbered("a", 5));
+  settle_into_linger();
+  auto second = r.pub->publish(test::numbered("b", 5));  // fills the batch of 10
+  ASSERT_TRUE(first->wait_for(test::kPatience));
+  ASSERT_TRUE(second->wait_for(test::kPatience));
+  auto third = r.pub->publish(test::numbered("c", 1));  // no flush: linger, then sent
+  EXPECT_TRUE(third->wait_for(test::kPatience));
+}
+
 TEST(Publisher, DeliversAndReportsSuccess) {
   Rig r;
   auto t = r.pub->publish(outs({"a", "b", "c"}));

@@ -231,6 +231,10 @@ void Publisher::run() {
   std::unique_lock lock(mu_);
   for (;;) {
     sender_idle_ = true;
+    // A wake-up sent during the linger (below) was consumed there: without
+    // this reset the flag would stay set while the thread sleeps here, and no
+    // later enqueue would wake it (messages queued, nothing sent, no error).
+    wake_pending_ = false;
     work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     sender_idle_ = false;
     wake_pending_ = false;
