@@ -686,9 +686,35 @@ class MqttSender final : public Sender {
           // Full: wait until half of the window is free, so that the sender
           // wakes once per window/2 completions instead of once per message.
           waiting_ = true;
+          // The oldest message holds the window (base_); when nothing is
+          // answered for connect_timeout_ms while connected (Paho lost the
+          // tokens across a broker crash), the window's messages fail with
+          // Timeout so that it moves on: otherwise this thread, and the
+          // Publisher's close() that joins it, would wait forever.
+          std::uint64_t stalled_base = base_;
+          auto stalled_since = SteadyClock::now();
           while (!closed_ && next_ - base_ > resume_at_) {
             if (conn_->connected()) {
               give_up = SteadyClock::time_point::max();
+              if (base_ != stalled_base) {
+                stalled_base = base_;
+                stalled_since = SteadyClock::now();
+              } else if (SteadyClock::now() - stalled_since >= s_.connect_timeout && !window_.empty()) {
+                // Nothing moved for that long: the whole window is lost
+                // with the token, not just its oldest message.
+                std::vector<std::pair<std::shared_ptr<SendResultFn>, std::size_t>> lost;
+                for (auto& slot : window_)
+                  if (slot.live) lost.emplace_back(std::move(slot.fn), slot.index);
+                window_.clear();
+                base_ = next_;
+                lock.unlock();
+                Error err(ErrorCode::Timeout,
+                          context() + ": no PUBACK for " + std::to_string(s_.connect_timeout.count()) +
+                              " ms (connect_timeout_ms) although connected; the broker may or may not have it");
+                for (auto& [fn, index] : lost) (*fn)(index, &err);
+                lock.lock();
+                continue;
+              }
               space_cv_.wait_for(lock, 100ms);  // woken by completions and by connection changes
               continue;
             }
