@@ -6,21 +6,6 @@ namespace omnibus::bind {
 
 namespace {
 
-// A Python object owned by C++ threads: dropped with the GIL held, since the
-// bridge (and its transform) may be destroyed on a thread without it.
-struct PyRef {
-  py::object obj;
-  explicit PyRef(py::object o) : obj(std::move(o)) {}
-  ~PyRef() {
-    if (!Py_IsInitialized()) {
-      obj.release();  // the interpreter is gone: leak rather than crash
-      return;
-    }
-    py::gil_scoped_acquire gil;
-    obj = py::object();
-  }
-};
-
 struct PyBridge {
   std::shared_ptr<Bridge> bridge;
   ~PyBridge() {
@@ -38,8 +23,9 @@ struct PyBridge {
 // other value (encoded with the sink codec; key and headers as mapped).
 BridgeTransform make_transform(py::object fn, std::shared_ptr<BoundCodec> source_codec,
                                std::shared_ptr<BoundCodec> sink_codec, py::object out_cls) {
-  auto ref = std::make_shared<PyRef>(std::move(fn));
-  auto out_ref = std::make_shared<PyRef>(std::move(out_cls));
+  // The bridge (and this transform) may be destroyed on a thread without the GIL.
+  auto ref = share_with_threads(std::move(fn));
+  auto out_ref = share_with_threads(std::move(out_cls));
   return [ref, out_ref, source_codec, sink_codec](std::vector<BridgeItem>& items) {
     py::gil_scoped_acquire gil;
     try {
@@ -47,7 +33,7 @@ BridgeTransform make_transform(py::object fn, std::shared_ptr<BoundCodec> source
       for (std::size_t i = 0; i < items.size(); ++i)
         PyList_SET_ITEM(in.ptr(), static_cast<Py_ssize_t>(i),
                         py::cast(PyMessage{items[i].source, source_codec}).release().ptr());
-      py::object result = ref->obj(in);
+      py::object result = (*ref)(in);
       if (result.is_none()) {
         throw Error(ErrorCode::InvalidArgument,
                     "bridge transform returned None; it must return a list with one entry per message "
@@ -70,7 +56,7 @@ BridgeTransform make_transform(py::object fn, std::shared_ptr<BoundCodec> source
         } else if (py::isinstance<PyMessage>(r)) {
           auto& m = r.cast<PyMessage&>();
           if (m.msg != item.source) item.out.payload = m.msg->payload_ptr();
-        } else if (py::isinstance(r, out_ref->obj)) {
+        } else if (py::isinstance(r, *out_ref)) {
           item.out.payload = make_bytes(sink_codec->encode(r.attr("value"), i));
           py::object key = r.attr("key");
           if (!key.is_none()) item.out.key = to_bytes(key, "key");

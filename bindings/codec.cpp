@@ -139,6 +139,18 @@ std::shared_ptr<BoundCodec> BoundCodec::from_python(py::handle codec) {
   return out;
 }
 
+std::shared_ptr<py::object> share_with_threads(py::object obj) {
+  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* o) {
+    if (!Py_IsInitialized()) {
+      o->release();
+    } else {
+      py::gil_scoped_acquire gil;
+      *o = py::object();
+    }
+    delete o;
+  });
+}
+
 BoundCodec::~BoundCodec() {
   // The last reference may drop on a C++ thread (a message kept by the
   // engine); Python objects may only be released with the GIL.

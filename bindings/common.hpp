@@ -47,6 +47,11 @@ bool wait_interruptible(std::optional<Clock::duration> timeout, Step&& step) {
   }
 }
 
+// A Python object shared with engine threads: whichever thread drops the last
+// reference releases it with the GIL held (or leaks it once the interpreter
+// is gone, rather than crash at exit).
+std::shared_ptr<py::object> share_with_threads(py::object obj);
+
 // Python exception object for an omnibus::Error (the class matching its code,
 // with .native_code and .retryable set).
 py::object make_exception(const Error& e);

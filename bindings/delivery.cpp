@@ -72,14 +72,7 @@ void export_delivery(py::module_& m) {
           "add_done_callback",
           [](py::object self, py::function fn) {
             auto& d = self.cast<PyDelivery&>();
-            // Python objects must be released with the GIL held, whichever
-            // thread drops the last reference.
-            auto holder = std::shared_ptr<py::object>(new py::object(py::make_tuple(fn, self)), [](py::object* o) {
-              if (Py_IsInitialized()) {
-                py::gil_scoped_acquire gil;
-                delete o;
-              }
-            });
+            auto holder = share_with_threads(py::make_tuple(fn, self));
             d.tracker->on_done([holder] {
               if (!Py_IsInitialized()) return;
               py::gil_scoped_acquire gil;
