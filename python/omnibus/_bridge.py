@@ -197,9 +197,6 @@ def bridge(
         raise _core.InvalidArgument(f"batch must be an int >= 1, got {batch!r}")
     if not isinstance(max_in_flight, int) or max_in_flight < batch:
         raise _core.InvalidArgument(f"max_in_flight must be an int >= batch ({batch}), got {max_in_flight!r}")
-    if transform is not None and not callable(transform):
-        raise _core.InvalidArgument(
-            f"transform must be a callable taking a list of messages, got {type(transform).__name__}")
     if key is not None and not isinstance(key, str):
         raise _core.InvalidArgument(f"key must be a template string such as '{{topic[1]}}', got {type(key).__name__}")
     extra: list[tuple[str, str]] = []

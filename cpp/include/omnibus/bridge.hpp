@@ -120,20 +120,19 @@ class Bridge {
   // callers that wait for the drain in slices (Python, to stay interruptible).
   // Thread-safe, non-blocking.
   void request_stop();
-  // True once request_stop() or stop() began. Thread-safe.
-  bool stopping() const;
   // The source failed for good (e.g. closed by the broker): the bridge thread
   // ended; last_error() says why. Thread-safe.
   bool failed() const;
 
  private:
   Bridge(std::shared_ptr<Subscriber> source, std::shared_ptr<Publisher> sink,
-         std::shared_ptr<Publisher> dead_letter, BridgeConfig config, BridgeTransform transform);
+         std::shared_ptr<Publisher> dead_letter, BridgeConfig config, BridgeTransform transform,
+         char level_separator);
   struct Batch;
   struct KeyPart {
-    std::string literal;  // when field is empty
-    std::string field;    // "topic", "key"
-    std::optional<int> level;
+    enum Kind { Literal, Topic, TopicLevel, Key } kind;
+    std::string literal;  // Literal
+    int level = 0;        // TopicLevel; negative counts from the end
   };
   void run();
   void handle(std::vector<MessagePtr> msgs);
@@ -153,7 +152,7 @@ class Bridge {
   std::shared_ptr<const Codec> source_codec_;
   std::shared_ptr<const Codec> sink_codec_;
   std::vector<KeyPart> key_parts_;
-  char level_separator_ = '/';
+  char level_separator_;
 
   std::mutex stop_mu_;  // serializes stop()
   mutable std::mutex mu_;

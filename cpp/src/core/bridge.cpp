@@ -52,7 +52,10 @@ std::shared_ptr<Bridge> Bridge::open(const std::string& source_url, const std::s
   // Codec names are checked before anything connects.
   builtin_codec(config.source_codec);
   builtin_codec(config.sink_codec);
-  Url::parse(source_url);
+  // Topic levels, for {topic[N]}: '/' in MQTT topics and mem:// names, '.' in
+  // NATS subjects, AMQP routing keys and Kafka topics.
+  const auto scheme = Url::parse(source_url).scheme;
+  const char level_separator = scheme == "mqtt" || scheme == "mem" ? '/' : '.';
   Url::parse(sink_url);
   if (!config.dead_letter_url.empty()) Url::parse(config.dead_letter_url);
 
@@ -63,25 +66,22 @@ std::shared_ptr<Bridge> Bridge::open(const std::string& source_url, const std::s
   auto sink = Publisher::open(sink_url, sink_options);
   std::shared_ptr<Publisher> dead;
   if (!config.dead_letter_url.empty()) dead = Publisher::open(config.dead_letter_url);
-  return std::shared_ptr<Bridge>(
-      new Bridge(std::move(source), std::move(sink), std::move(dead), std::move(config), std::move(transform)));
+  return std::shared_ptr<Bridge>(new Bridge(std::move(source), std::move(sink), std::move(dead), std::move(config),
+                                            std::move(transform), level_separator));
 }
 
 Bridge::Bridge(std::shared_ptr<Subscriber> source, std::shared_ptr<Publisher> sink,
-               std::shared_ptr<Publisher> dead_letter, BridgeConfig config, BridgeTransform transform)
+               std::shared_ptr<Publisher> dead_letter, BridgeConfig config, BridgeTransform transform,
+               char level_separator)
     : source_(std::move(source)),
       sink_(std::move(sink)),
       dead_letter_(std::move(dead_letter)),
       config_(std::move(config)),
-      transform_(std::move(transform)) {
+      transform_(std::move(transform)),
+      level_separator_(level_separator) {
   if (config_.source_codec != "raw") source_codec_ = builtin_codec(config_.source_codec);
   if (config_.sink_codec != "raw" && config_.sink_codec != config_.source_codec)
     sink_codec_ = builtin_codec(config_.sink_codec);
-  {
-    auto scheme = Url::parse(source_->url()).scheme;
-    level_separator_ = scheme == "mqtt" || scheme == "mem" ? '/' : '.';
-  }
-
   const auto& t = config_.key_template;
   std::string literal;
   for (std::size_t i = 0; i < t.size(); ++i) {
@@ -106,18 +106,20 @@ Bridge::Bridge(std::shared_ptr<Subscriber> source, std::shared_ptr<Publisher> si
     auto end = t.find('}', i);
     if (end == std::string::npos) throw key_template_error(t, "'{' at offset " + std::to_string(i) + " is not closed");
     std::string field = t.substr(i + 1, end - i - 1);
-    if (!literal.empty()) key_parts_.push_back(KeyPart{std::move(literal), "", std::nullopt});
+    if (!literal.empty()) key_parts_.push_back(KeyPart{KeyPart::Literal, std::move(literal)});
     literal.clear();
-    KeyPart part;
-    if (field == "topic" || field == "key") {
-      part.field = field;
+    KeyPart part{KeyPart::Literal, {}};
+    if (field == "topic") {
+      part.kind = KeyPart::Topic;
+    } else if (field == "key") {
+      part.kind = KeyPart::Key;
     } else if (field.rfind("topic[", 0) == 0 && field.back() == ']') {
       std::string n = field.substr(6, field.size() - 7);
       bool ok = !n.empty() && std::all_of(n.begin() + (n[0] == '-' ? 1 : 0), n.end(),
                                           [](unsigned char d) { return std::isdigit(d); }) &&
                 n != "-" && n.size() < 6;
       if (!ok) throw key_template_error(t, "topic level " + printable(n) + " is not an integer");
-      part.field = "topic";
+      part.kind = KeyPart::TopicLevel;
       part.level = std::stoi(n);
     } else {
       throw key_template_error(t, "unknown field " + printable("{" + field + "}"));
@@ -125,7 +127,7 @@ Bridge::Bridge(std::shared_ptr<Subscriber> source, std::shared_ptr<Publisher> si
     key_parts_.push_back(std::move(part));
     i = end;
   }
-  if (!literal.empty()) key_parts_.push_back(KeyPart{std::move(literal), "", std::nullopt});
+  if (!literal.empty()) key_parts_.push_back(KeyPart{KeyPart::Literal, std::move(literal)});
 
   thread_ = std::thread([this] { run(); });
 }
@@ -160,11 +162,6 @@ void Bridge::request_stop() {
   cv_.notify_all();
 }
 
-bool Bridge::stopping() const {
-  std::lock_guard lock(mu_);
-  return stopping_;
-}
-
 void Bridge::note_error(const std::string& what) {
   std::lock_guard lock(mu_);
   last_error_ = what;
@@ -179,19 +176,25 @@ std::string Bridge::map_key(const Message& m) const {
   std::string out;
   std::vector<std::string> levels;
   for (const auto& p : key_parts_) {
-    if (p.field.empty()) {
-      out += p.literal;
-    } else if (p.field == "key") {
-      if (m.key()) out += *m.key();
-    } else if (!p.level) {
-      out += m.topic();
-    } else {
-      if (levels.empty()) levels = split_levels(m.topic(), level_separator_);
-      int n = static_cast<int>(levels.size());
-      int at = *p.level < 0 ? n + *p.level : *p.level;
-      // A topic with fewer levels maps to an empty part rather than failing
-      // the message: the key is a routing hint, not data.
-      if (at >= 0 && at < n) out += levels[static_cast<std::size_t>(at)];
+    switch (p.kind) {
+      case KeyPart::Literal:
+        out += p.literal;
+        break;
+      case KeyPart::Key:
+        if (m.key()) out += *m.key();
+        break;
+      case KeyPart::Topic:
+        out += m.topic();
+        break;
+      case KeyPart::TopicLevel: {
+        if (levels.empty()) levels = split_levels(m.topic(), level_separator_);
+        int n = static_cast<int>(levels.size());
+        int at = p.level < 0 ? n + p.level : p.level;
+        // A topic with fewer levels maps to an empty part rather than failing
+        // the message: the key is a routing hint, not data.
+        if (at >= 0 && at < n) out += levels[static_cast<std::size_t>(at)];
+        break;
+      }
     }
   }
   return out;
