@@ -248,6 +248,17 @@ py::object BoundCodec::decode(const Message& msg) const {
 
 void export_codecs(py::module_& m) {
   m.def("builtin_codecs", &builtin_codec_names, "Names of the codecs built into the C++ engine.");
+  m.def(
+      "decode",
+      [](const std::string& codec, py::bytes payload) {
+        // Outside a subscriber (checkers, tools): the same decoding a
+        // subscriber's msg.value does for a built-in codec.
+        auto c = builtin_codec(codec);  // InvalidArgument listing the names
+        std::string_view p = payload;
+        return from_value(c->decode(p));
+      },
+      py::arg("codec"), py::arg("payload"),
+      "Decode payload bytes with a built-in codec (json, msgpack, ...); raises CodecError when they do not decode.");
 }
 
 }  // namespace omnibus::bind

@@ -22,12 +22,10 @@ assumption is needed to tell them apart.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import random
 import string
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -487,50 +485,13 @@ class _Tally:
                            missing=missing, invalid=self.invalid)
 
 
-class _Decoder:
-    """Payload bytes -> values with the engine's own codec.
-
-    JSON needs nothing but the standard library; MessagePack is decoded by a
-    mem:// round trip (raw in, codec out), so that check() decodes exactly as
-    a subscriber would and omnibus needs no msgpack package.
-    """
-
-    def __init__(self, codec: str) -> None:
-        self.codec = codec
-        self._pub: omnibus.Publisher | None = None
-        self._sub: omnibus.Subscriber | None = None
-
-    def decode(self, payloads: list[bytes]) -> list[Any]:
-        if self.codec == "json":
-            out: list[Any] = []
-            for p in payloads:
-                try:
-                    out.append(json.loads(bytes(p)))
-                except ValueError:
-                    out.append(None)  # not a reading: counted as invalid
-            return out
-        if self._sub is None:
-            topic = f"mem://omnibus-iot-decode-{uuid.uuid4().hex}"
-            self._sub = omnibus.subscriber(topic, codec=self.codec, prefetch=_CHUNK)
-            self._pub = omnibus.publisher(topic, codec="raw")
-        assert self._pub is not None
-        self._pub.publish_many([bytes(p) for p in payloads]).result(timeout=30)
-        values: list[Any] = []
-        while len(values) < len(payloads):
-            batch = self._sub.receive_batch(len(payloads) - len(values), timeout=30)
-            if not batch:
-                raise omnibus.InternalError("mem:// decode round trip lost payloads")
-            for m in batch:
-                try:
-                    values.append(m.value)
-                except omnibus.CodecError:
-                    values.append(None)
-        return values
-
-    def close(self) -> None:
-        for end in (self._pub, self._sub):
-            if end is not None:
-                end.close()
+def _decode(codec: str, payload: bytes) -> Any:
+    """Payload bytes -> a value, decoded by the engine as a subscriber with ``codec`` would;
+    None (counted as invalid) when they do not decode."""
+    try:
+        return _core.decode(codec, payload)
+    except omnibus.CodecError:
+        return None
 
 
 def check(
@@ -550,25 +511,12 @@ def check(
     """
     _check_codec(codec)
     tally = _Tally(expected)
-    decoder = _Decoder(codec)
-    pending: list[bytes] = []
-    try:
-        for item in readings:
-            if isinstance(item, omnibus.Message):
-                item = item.value  # type: ignore[assignment]
-            if isinstance(item, (bytes, bytearray, memoryview)):
-                pending.append(bytes(item))
-                if len(pending) >= _CHUNK:
-                    for v in decoder.decode(pending):
-                        tally.add(v)
-                    pending = []
-            else:
-                tally.add(item)
-        if pending:
-            for v in decoder.decode(pending):
-                tally.add(v)
-    finally:
-        decoder.close()
+    for item in readings:
+        if isinstance(item, omnibus.Message):
+            item = item.value  # type: ignore[assignment]
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            item = _decode(codec, bytes(item))  # type: ignore[assignment]
+        tally.add(item)
     return tally.result()
 
 
@@ -594,7 +542,6 @@ def collect(
     _check_positive("timeout", timeout, integer=False, allow_none=False, meaning="seconds without a message")
     tally = _Tally(expected)
     sub = omnibus.subscriber(url, codec=codec, **options) if isinstance(url, str) else url
-    decoder = _Decoder(codec)
     try:
         last_message = time.monotonic()
         while expected is None or tally.remaining > 0:
@@ -605,22 +552,15 @@ def collect(
             if not batch:
                 continue
             last_message = time.monotonic()
-            raw: list[bytes] = []
             for m in batch:
                 try:
                     value = m.value
                 except omnibus.CodecError:
-                    tally.add(None)
-                    continue
+                    value = None
                 if isinstance(value, (bytes, bytearray, memoryview)):
-                    raw.append(bytes(value))  # a raw subscriber passed in: decode as check() would
-                else:
-                    tally.add(value)
-            if raw:
-                for v in decoder.decode(raw):
-                    tally.add(v)
+                    value = _decode(codec, bytes(value))  # a raw subscriber passed in: decode as check() would
+                tally.add(value)
     finally:
-        decoder.close()
         if isinstance(url, str):
             sub.close()
     return tally.result()
