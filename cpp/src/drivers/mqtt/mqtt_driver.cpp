@@ -86,6 +86,7 @@
 #include <optional>
 #include <random>
 #include <string_view>
+#include <thread>
 
 #include <mqtt/async_client.h>
 
@@ -472,7 +473,10 @@ class Connection {
   // Connects, blocking up to connect_timeout for the CONNACK. Throws
   // Unavailable (unreachable, refused, timed out; the host named),
   // InvalidArgument or Unsupported (the broker refused what was asked).
-  Connection(const Settings& s, const char* role, Hooks hooks) : s_(s), role_(role), hooks_(std::move(hooks)) {
+  // With auto_reconnect Paho reconnects by itself after a loss; without, the
+  // owner replaces the Connection (the publisher does, see MqttSender).
+  Connection(const Settings& s, const char* role, Hooks hooks, bool auto_reconnect)
+      : s_(s), role_(role), hooks_(std::move(hooks)) {
     const auto deadline = SteadyClock::now() + s_.connect_timeout;
     std::vector<std::string> uris;
     for (const auto& h : s_.hosts) uris.push_back(server_uri(resolve(h, deadline, s_.url), h.port));
@@ -525,7 +529,7 @@ class Connection {
     // Paho's own timeout is in whole seconds and checked every 3 s; the wait below is the real bound.
     co.set_connect_timeout(static_cast<int>((s_.connect_timeout.count() + 999) / 1000));
     co.set_max_inflight(s_.max_inflight);
-    co.set_automatic_reconnect(kReconnectMinSeconds, kReconnectMaxSeconds);
+    if (auto_reconnect) co.set_automatic_reconnect(kReconnectMinSeconds, kReconnectMaxSeconds);
     if (s_.has_user) {
       co.set_user_name(s_.user);
       if (!s_.password.empty()) co.set_password(s_.password);
@@ -568,6 +572,20 @@ class Connection {
       // Not connected (or already closing): destroying the client below is enough.
     }
     cli_.reset();
+    connected_.store(false, std::memory_order_release);
+  }
+
+  // Disconnects (bounded wait) and stops automatic reconnects, without
+  // destroying the client: for a client whose Paho state must not be freed
+  // (see MqttSender). The caller then leaks this Connection on purpose.
+  void abandon() {
+    if (!cli_) return;
+    try {
+      auto tok = cli_->disconnect(0);
+      tok->wait_for(std::chrono::milliseconds(2000));
+    } catch (const std::exception&) {
+      // Not connected: Paho cleared its reconnect flag before throwing.
+    }
     connected_.store(false, std::memory_order_release);
   }
 
@@ -653,13 +671,30 @@ Capabilities mqtt_capabilities(const Settings& s, std::size_t broker_max_packet,
 
 // ---------------------------------------------------------------- sender
 
+// Why a publisher sometimes replaces its Paho client: when the socket write of
+// a QoS 1/2 PUBLISH fails because the connection dropped under it, Paho C
+// (1.3.12, as packaged) reports the message failed (MQTTASYNC_FAILURE) and
+// frees its topic and payload, yet keeps it for retransmission on a persistent
+// session. After the reconnect it sends whatever that memory holds by then;
+// the broker closes the connection as malformed, at every reconnect, and no
+// PUBACK comes back (seen with Mosquitto SIGKILLed mid-stream: "disconnected
+// due to malformed packet", the PUBLISH carrying a garbage topic). Destroying
+// that client would free the same memory again. So the sender abandons such a
+// client (disconnected, never destroyed: a deliberate leak of a few KB per
+// occurrence), connects a new one and sends its unacknowledged messages
+// again, in order. The same happens when nothing is acknowledged for
+// connect_timeout_ms while the connection is up. Sending again can duplicate
+// a message the broker already had (MQTT allows that for QoS 1; for QoS 2 the
+// new client starts a clean session first so that packet ids of the old
+// session cannot swallow a message, which means a message may arrive twice).
+
 class MqttSender final : public Sender {
  public:
-  explicit MqttSender(Settings s) : s_(std::move(s)), topic_(s_.topic) {
-    Connection::Hooks hooks;
-    hooks.connected = [this](bool) { wake(); };
-    hooks.lost = [this] { wake(); };
-    conn_ = std::make_unique<Connection>(s_, "publisher", std::move(hooks));
+  explicit MqttSender(Settings s) : s_(std::move(s)), topic_(s_.topic), gate_(std::make_shared<Gate>()) {
+    gate_->target = this;
+    link_ = make_link(1);
+    live_.store(link_->conn.get(), std::memory_order_release);
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~MqttSender() override { close(); }
 
@@ -679,42 +714,17 @@ class MqttSender final : public Sender {
         on_result(i, &*err);
         continue;
       }
-      std::uint64_t seq;
       {
         std::unique_lock lock(mu_);
         if (!closed_ && next_ - base_ >= window) {
           // Full: wait until half of the window is free, so that the sender
           // wakes once per window/2 completions instead of once per message.
+          // A window that stops moving while connected is the watchdog's
+          // business (it replaces the client and sends the window again).
           waiting_ = true;
-          // The oldest message holds the window (base_); when nothing is
-          // answered for connect_timeout_ms while connected (Paho lost the
-          // tokens across a broker crash), the window's messages fail with
-          // Timeout so that it moves on: otherwise this thread, and the
-          // Publisher's close() that joins it, would wait forever.
-          std::uint64_t stalled_base = base_;
-          auto stalled_since = SteadyClock::now();
           while (!closed_ && next_ - base_ > resume_at_) {
-            if (conn_->connected()) {
+            if (is_connected()) {
               give_up = SteadyClock::time_point::max();
-              if (base_ != stalled_base) {
-                stalled_base = base_;
-                stalled_since = SteadyClock::now();
-              } else if (SteadyClock::now() - stalled_since >= s_.connect_timeout && !window_.empty()) {
-                // Nothing moved for that long: the whole window is lost
-                // with the token, not just its oldest message.
-                std::vector<std::pair<std::shared_ptr<SendResultFn>, std::size_t>> lost;
-                for (auto& slot : window_)
-                  if (slot.live) lost.emplace_back(std::move(slot.fn), slot.index);
-                window_.clear();
-                base_ = next_;
-                lock.unlock();
-                Error err(ErrorCode::Timeout,
-                          context() + ": no PUBACK for " + std::to_string(s_.connect_timeout.count()) +
-                              " ms (connect_timeout_ms) although connected; the broker may or may not have it");
-                for (auto& [fn, index] : lost) (*fn)(index, &err);
-                lock.lock();
-                continue;
-              }
               space_cv_.wait_for(lock, 100ms);  // woken by completions and by connection changes
               continue;
             }
@@ -731,33 +741,37 @@ class MqttSender final : public Sender {
                                           std::to_string(s_.connect_timeout.count()) +
                                           " ms (connect_timeout_ms) with max_inflight=" +
                                           std::to_string(s_.max_inflight) +
-                                          " messages waiting; the client keeps reconnecting (" + conn_->last_loss() +
-                                          ")",
+                                          " messages waiting; the client keeps reconnecting (" + last_loss() + ")",
                                       MQTTASYNC_DISCONNECTED);
           lock.unlock();
           for (std::size_t j = i; j < batch.size(); ++j) on_result(j, &err);
           return;
         }
+      }
+      auto msg = mqtt::message::create(topic_, mqtt::binary_ref(m.payload), s_.qos, s_.retain);
+      if (!props.empty()) msg->set_properties(std::move(props));
+      // Under link_mu_ so that a client replacement sees the slot either not
+      // yet in the window or already handed to a client (never both twice).
+      std::lock_guard link_lock(link_mu_);
+      std::uint64_t seq;
+      {
+        std::lock_guard lock(mu_);
         seq = next_++;
-        window_.push_back(Slot{fn, i, true});
+        const bool up = link_ && link_->conn->connected();
+        window_.push_back(Slot{fn, i, true, msg, up ? link_->gen : 0});
       }
-      try {
-        auto msg = mqtt::message::create(topic_, mqtt::binary_ref(m.payload), s_.qos, s_.retain);
-        if (!props.empty()) msg->set_properties(std::move(props));
-        conn_->client().publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq)), listener_);
-      } catch (const mqtt::exception& e) {
-        Error err = mqtt_error(native_code(e.get_return_code(), e.get_reason_code()), context());
-        complete(seq, &err);
-      }
+      // Not connected: the watchdog hands it to the next client.
+      if (link_ && link_->conn->connected()) hand_to(*link_, seq, msg);
     }
   }
 
   Capabilities capabilities() const override { return mqtt_capabilities(s_, max_packet(), false); }
-  std::optional<bool> connected() const override { return conn_->connected(); }
+  std::optional<bool> connected() const override { return is_connected(); }
 
   // Fails what is still in flight with Closed, then disconnects. Idempotent.
   void close() override {
     std::vector<std::pair<std::shared_ptr<SendResultFn>, std::size_t>> dropped;
+    bool poisoned;
     {
       std::lock_guard lock(mu_);
       if (closed_) return;
@@ -766,52 +780,143 @@ class MqttSender final : public Sender {
         if (slot.live) dropped.emplace_back(std::move(slot.fn), slot.index);
       window_.clear();
       base_ = next_;
+      poisoned = poisoned_;
     }
     space_cv_.notify_all();
+    watch_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
     if (!dropped.empty()) {
       Error err(ErrorCode::Closed, "MQTT publisher for " + s_.url +
                                        " was closed before the broker acknowledged this message (it may or may not "
                                        "have been delivered)");
       for (auto& [fn, index] : dropped) (*fn)(index, &err);
     }
-    // Paho may still report those messages while it disconnects; complete() ignores them.
-    if (conn_) conn_->close();
+    {
+      // From here on no Paho callback reaches this sender (abandoned clients included).
+      std::lock_guard lock(gate_->mu);
+      gate_->target = nullptr;
+    }
+    std::unique_ptr<Link> link;
+    {
+      std::lock_guard link_lock(link_mu_);
+      link = std::move(link_);
+      live_.store(nullptr, std::memory_order_release);
+    }
+    if (!link) return;
+    if (poisoned) abandon(std::move(link));  // destroying it would free Paho's stale copy again
+    else link->conn->close();
   }
 
  private:
-  struct Slot {
-    std::shared_ptr<SendResultFn> fn;
-    std::size_t index;
-    bool live;
+  // What Paho's callbacks reach the sender through. Shared with the listeners
+  // and hooks of every client, abandoned ones included; close() cuts it.
+  struct Gate {
+    std::mutex mu;
+    MqttSender* target = nullptr;
   };
 
-  // Paho's per-message result: runs on Paho's threads, under Paho's lock.
+  // Paho's per-message result for one client: runs on Paho's threads, under Paho's lock.
   class Listener final : public mqtt::iaction_listener {
    public:
-    explicit Listener(MqttSender& s) : s_(s) {}
-    void on_success(const mqtt::token& tok) override { s_.complete(seq(tok), nullptr); }
+    Listener(std::shared_ptr<Gate> gate, std::uint32_t gen) : gate_(std::move(gate)), gen_(gen) {}
+    void on_success(const mqtt::token& tok) override {
+      std::lock_guard lock(gate_->mu);
+      if (gate_->target) gate_->target->complete(gen_, seq(tok), nullptr);
+    }
     void on_failure(const mqtt::token& tok) override {
-      Error err = mqtt_error(native_code(tok.get_return_code(), tok.get_reason_code()), s_.context());
-      s_.complete(seq(tok), &err);
+      std::lock_guard lock(gate_->mu);
+      if (gate_->target) gate_->target->failed(gen_, seq(tok), native_code(tok.get_return_code(), tok.get_reason_code()));
     }
 
    private:
     static std::uint64_t seq(const mqtt::token& tok) {
       return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(tok.get_user_context()));
     }
-    MqttSender& s_;
+    std::shared_ptr<Gate> gate_;
+    const std::uint32_t gen_;
   };
 
+  // One Paho client, numbered, with the listener of its messages.
+  struct Link {
+    std::uint32_t gen;
+    std::unique_ptr<Listener> listener;
+    std::unique_ptr<Connection> conn;
+  };
+
+  struct Slot {
+    std::shared_ptr<SendResultFn> fn;
+    std::size_t index;
+    bool live;
+    mqtt::message_ptr msg;  // kept to send it again on a new client
+    std::uint32_t gen;      // the client it was handed to; 0: none yet
+  };
+
+  // Connects a new client (blocking up to connect_timeout_ms). Throws as Connection does.
+  std::unique_ptr<Link> make_link(std::uint32_t gen) {
+    auto link = std::make_unique<Link>();
+    link->gen = gen;
+    link->listener = std::make_unique<Listener>(gate_, gen);
+    Connection::Hooks hooks;
+    auto gate = gate_;
+    hooks.connected = [gate](bool) { poke(*gate); };
+    hooks.lost = [gate] { poke(*gate); };
+    link->conn = std::make_unique<Connection>(s_, "publisher", std::move(hooks), false);
+    return link;
+  }
+
+  static void poke(Gate& gate) {
+    std::lock_guard lock(gate.mu);
+    if (gate.target) gate.target->wake();
+  }
+
+  // Disconnects a client and leaks it on purpose (see the comment above the class).
+  static void abandon(std::unique_ptr<Link> link) {
+    link->conn->abandon();
+    (void)link.release();
+  }
+
+  // Caller holds link_mu_.
+  void hand_to(Link& link, std::uint64_t seq, const mqtt::message_ptr& msg) {
+    try {
+      link.conn->client().publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq)), *link.listener);
+    } catch (const mqtt::exception& e) {
+      Error err = mqtt_error(native_code(e.get_return_code(), e.get_reason_code()), context());
+      complete(link.gen, seq, &err);
+    }
+  }
+
+  bool is_connected() const {
+    const Connection* c = live_.load(std::memory_order_acquire);
+    return c && c->connected();
+  }
+
+  // Why the connection was last lost, and why the client was last replaced.
+  std::string last_loss() const {
+    const Connection* c = live_.load(std::memory_order_acquire);
+    std::string out = c ? c->last_loss() : std::string();
+    std::lock_guard lock(loss_mu_);
+    if (out.empty()) out = last_loss_before_;
+    if (!last_loss_.empty()) out += (out.empty() ? "" : "; ") + last_loss_;
+    if (replacements_ > 0)
+      out += (out.empty() ? "" : "; ") + std::string("client replaced ") + std::to_string(replacements_) +
+             " time(s), last because " + replace_reason_;
+    return out;
+  }
+
   std::string context() const {
-    std::string loss = conn_ ? conn_->last_loss() : std::string();
+    std::string loss = last_loss();
     return "MQTT publish to '" + s_.topic + "' at " + s_.where + " (" + s_.url + ")" +
            (loss.empty() ? "" : "; last connection loss: " + loss);
   }
 
-  std::size_t max_packet() const { return conn_ ? conn_->broker_max_packet() : 0; }
+  std::size_t max_packet() const {
+    const Connection* c = live_.load(std::memory_order_acquire);
+    return c ? c->broker_max_packet() : broker_max_packet_.load(std::memory_order_relaxed);
+  }
 
-  // Reports message `seq` once; unknown or already reported ones are ignored.
-  void complete(std::uint64_t seq, const Error* err) {
+  // Reports message `seq` once; unknown, already reported, or answered by a
+  // client it is no longer with: ignored.
+  void complete(std::uint32_t gen, std::uint64_t seq, const Error* err) {
     std::shared_ptr<SendResultFn> fn;
     std::size_t index = 0;
     bool wake = false;
@@ -819,8 +924,9 @@ class MqttSender final : public Sender {
       std::lock_guard lock(mu_);
       if (seq < base_ || seq >= next_) return;
       Slot& slot = window_[seq - base_];
-      if (!slot.live) return;
+      if (!slot.live || slot.gen != gen) return;
       slot.live = false;
+      slot.msg.reset();
       fn = std::move(slot.fn);
       index = slot.index;
       while (!window_.empty() && !window_.front().live) {
@@ -836,9 +942,159 @@ class MqttSender final : public Sender {
     (*fn)(index, err);
   }
 
+  // A message's token failed. A QoS 1/2 message that failed because the
+  // connection went is not reported: the next client sends it again. On a
+  // persistent session, one whose PUBLISH could not be written stays in Paho
+  // with freed contents (MQTTASYNC_FAILURE): that client must not be reused.
+  void failed(std::uint32_t gen, std::uint64_t seq, int native) {
+    const bool lost = native == MQTTASYNC_FAILURE || native == MQTTASYNC_DISCONNECTED ||
+                      native == MQTTASYNC_OPERATION_INCOMPLETE;
+    if (lost && s_.qos > 0) {
+      {
+        std::lock_guard lock(mu_);
+        if (seq < base_ || seq >= next_) return;
+        Slot& slot = window_[seq - base_];
+        if (!slot.live || slot.gen != gen) return;
+        slot.gen = 0;  // for the next client
+        if (native == MQTTASYNC_FAILURE && !s_.clean_session && link_gen_ == gen) poisoned_ = true;
+      }
+      watch_cv_.notify_all();
+      return;
+    }
+    Error err = mqtt_error(native, context());
+    complete(gen, seq, &err);
+  }
+
   void wake() {
-    { std::lock_guard lock(mu_); }  // pairs with the waiter's predicate check
+    { std::lock_guard lock(mu_); }  // pairs with the waiters' predicate checks
     space_cv_.notify_all();
+    watch_cv_.notify_all();
+  }
+
+  // The watchdog thread: the publisher's client does not reconnect by itself;
+  // this thread replaces it after a connection loss (backoff from 1 s doubling
+  // to 30 s, with jitter), at once when a message was corrupted (failed()),
+  // and when nothing was acknowledged for connect_timeout_ms while connected
+  // (Paho lost the window's tokens).
+  void watch() {
+    std::mt19937 rng(std::random_device{}());
+    std::uniform_real_distribution<double> jitter(0.75, 1.25);  // +-25%: publishers do not reconnect in step
+    auto backoff = std::chrono::milliseconds(kReconnectMinSeconds * 1000);
+    auto delay = backoff;
+    auto down_since = SteadyClock::time_point::max();
+    std::uint64_t seen_base = base_;
+    auto progress_at = SteadyClock::now();
+    std::unique_lock lock(mu_);
+    while (!closed_) {
+      watch_cv_.wait_for(lock, 100ms);
+      if (closed_) break;
+      const auto now = SteadyClock::now();
+      std::string why;
+      if (poisoned_) {
+        why = "a PUBLISH was cut off by a connection loss and Paho C kept a corrupt copy of it";
+      } else if (!is_connected()) {
+        if (down_since == SteadyClock::time_point::max()) {
+          down_since = now;
+          delay = std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng)));
+        }
+        if (now - down_since < delay) continue;
+        why = "the connection was lost";
+      } else {
+        down_since = SteadyClock::time_point::max();
+        if (window_.empty() || base_ != seen_base) {
+          seen_base = base_;
+          progress_at = now;
+          continue;
+        }
+        if (now - progress_at < s_.connect_timeout) continue;
+        why = "no acknowledgement for " + std::to_string(s_.connect_timeout.count()) +
+              " ms (connect_timeout_ms) while connected";
+      }
+      lock.unlock();
+      const bool ok = replace_client(why);
+      lock.lock();
+      if (ok) {
+        backoff = std::chrono::milliseconds(kReconnectMinSeconds * 1000);
+        down_since = SteadyClock::time_point::max();
+      } else {
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(kReconnectMaxSeconds));
+        down_since = SteadyClock::now();
+        delay = std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng)));
+      }
+      seen_base = base_;
+      progress_at = SteadyClock::now();
+    }
+  }
+
+  // Watchdog thread. Retires the current client (destroyed, or abandoned when
+  // it holds a corrupt message), connects a new one (one attempt, blocking up
+  // to connect_timeout_ms) and hands it every unacknowledged message, oldest
+  // first. Returns whether a new client is connected.
+  bool replace_client(const std::string& why) {
+    std::unique_ptr<Link> old;
+    {
+      std::lock_guard link_lock(link_mu_);
+      old = std::move(link_);
+      live_.store(nullptr, std::memory_order_release);
+    }
+    bool poisoned;
+    std::uint32_t gen;
+    {
+      std::lock_guard lock(mu_);
+      poisoned = poisoned_;
+      poisoned_ = false;  // the corrupt copy goes with the old client
+      gen = ++link_gen_;
+      // Whatever the old client still reports for these is ignored from here on.
+      for (auto& slot : window_) slot.gen = 0;
+    }
+    if (old) {
+      broker_max_packet_.store(old->conn->broker_max_packet(), std::memory_order_relaxed);
+      std::lock_guard loss(loss_mu_);
+      replace_reason_ = why;
+      last_loss_before_ = old->conn->last_loss();
+    }
+    if (old && poisoned) abandon(std::move(old));
+    else old.reset();  // disconnects and destroys the client
+    std::unique_ptr<Link> link;
+    try {
+      if (s_.qos == 2 && !s_.clean_session) {
+        // Forget the old session's QoS 2 packet ids (see the class comment).
+        Settings clean = s_;
+        clean.clean_session = true;
+        clean.session_expiry_s = 0;
+        Connection(clean, "publisher", Connection::Hooks{}, false).close();
+      }
+      link = make_link(gen);
+    } catch (const Error& e) {
+      std::lock_guard loss(loss_mu_);
+      last_loss_ = std::string("reconnecting: ") + e.what();
+      return false;
+    }
+    std::lock_guard link_lock(link_mu_);
+    std::vector<std::pair<std::uint64_t, mqtt::message_ptr>> resend;
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) {
+        link->conn->close();
+        return false;
+      }
+      for (std::size_t k = 0; k < window_.size(); ++k) {
+        Slot& slot = window_[k];
+        if (!slot.live || slot.gen != 0) continue;
+        slot.gen = gen;
+        resend.emplace_back(base_ + k, slot.msg);
+      }
+    }
+    {
+      std::lock_guard loss(loss_mu_);
+      ++replacements_;
+      last_loss_.clear();
+    }
+    link_ = std::move(link);
+    live_.store(link_->conn.get(), std::memory_order_release);
+    for (auto& [seq, msg] : resend) hand_to(*link_, seq, msg);
+    space_cv_.notify_all();
+    return true;
   }
 
   // Validates `m` and builds its MQTT 5 properties. Returns the error that fails
@@ -888,16 +1144,28 @@ class MqttSender final : public Sender {
 
   const Settings s_;
   const mqtt::string_ref topic_;  // shared by every message, never copied
-  Listener listener_{*this};
+  const std::shared_ptr<Gate> gate_;
+  mutable std::mutex loss_mu_;
+  std::string last_loss_;       // why the last client replacement could not connect
+  std::string last_loss_before_;  // the retired client's last connection loss
+  std::string replace_reason_;  // why the client was last replaced
+  std::uint64_t replacements_ = 0;
   std::mutex mu_;
   std::condition_variable space_cv_;
+  std::condition_variable watch_cv_;
   std::deque<Slot> window_;  // messages base_ .. next_-1, in send order
   std::uint64_t base_ = 1;
   std::uint64_t next_ = 1;
   const std::uint64_t resume_at_ = static_cast<std::uint64_t>(s_.max_inflight / 2);
-  bool waiting_ = false;  // the sender waits for resume_at_
+  bool waiting_ = false;   // the sender waits for resume_at_
   bool closed_ = false;
-  std::unique_ptr<Connection> conn_;  // last: destroyed first, while listener_ and mu_ live
+  bool poisoned_ = false;  // the current client holds a corrupt message: replace it
+  std::uint32_t link_gen_ = 1;
+  std::atomic<std::size_t> broker_max_packet_{0};  // the last client's, while none is connected
+  std::mutex link_mu_;  // order: link_mu_ -> Paho -> gate_->mu -> mu_
+  std::unique_ptr<Link> link_;
+  std::atomic<const Connection*> live_{nullptr};  // link_'s connection, readable without link_mu_
+  std::thread watchdog_;
 };
 
 // ---------------------------------------------------------------- receiver
@@ -912,7 +1180,7 @@ class MqttReceiver final : public Receiver, public std::enable_shared_from_this<
     };
     hooks.lost = [] {};
     hooks.message = [this](mqtt::const_message_ptr msg) { arrived(std::move(msg)); };
-    conn_ = std::make_unique<Connection>(s_, "subscriber", std::move(hooks));
+    conn_ = std::make_unique<Connection>(s_, "subscriber", std::move(hooks), true);
     subscribe_and_wait();
   }
   ~MqttReceiver() override { close(); }
