@@ -11,23 +11,27 @@
 //
 // Threads: Paho C runs two threads for the whole process (one sends queued
 // commands, one reads sockets and runs every callback, holding Paho's global
-// lock). This driver adds none. Callbacks only take this driver's own short
-// locks, and this driver never calls Paho while holding one of them, so the
-// lock order is always Paho -> driver.
+// lock). This driver adds one per publisher, its watchdog (below). Callbacks
+// only take this driver's own short locks, and this driver never calls Paho
+// while holding one of those, so the lock order is always Paho -> driver
+// (a publisher's link_mu_, which serializes client replacement with
+// publishing, is taken before Paho's).
 //
 // Publishing: send_batch hands each message to Paho at once and returns; each
 // message's result comes from its own delivery token: PUBACK for QoS 1,
 // PUBCOMP for QoS 2, written to the socket for QoS 0. At most max_inflight
 // messages are outstanding per publisher: Paho scans its command queue on every
-// publish, so a short queue is also the fast one. While the connection is down
-// (Paho reconnects by itself, with backoff from 1 s doubling to 30 s) messages
-// keep being queued in Paho up to that bound and go out after the reconnect; a
-// batch that finds the bound reached and the connection down for
-// connect_timeout_ms fails its remaining messages with Unavailable.
-// Messages in flight when the connection drops are retransmitted after the
-// reconnect when the session is persistent (clean_session=false), and fail
-// with Unavailable on a clean session (the broker forgot them; they may or may
-// not have been delivered).
+// publish, so a short queue is also the fast one.
+// Reconnecting: a publisher's Paho client does not reconnect by itself. Its
+// watchdog thread replaces the client after a connection loss (first after
+// about 1 s, doubling to 30 s, +-25% jitter) and hands the new one every
+// unacknowledged QoS 1/2 message again, oldest first, whether the session is
+// persistent or clean: a message in flight when the connection dropped is
+// neither lost nor failed, and may arrive twice (at-least-once). Messages
+// published meanwhile wait in the window; a batch that finds the window full
+// and the connection down for connect_timeout_ms fails its remaining messages
+// with Unavailable. Why not Paho's own reconnect and retransmission: see the
+// comment above MqttSender. Subscribers keep Paho's automatic reconnect.
 //
 // Keys and headers travel as MQTT 5 user properties, in this order: the key
 // as "omnibus-key" (or "omnibus-key-b64", base64, when it is not text MQTT
@@ -1368,8 +1372,8 @@ std::vector<OptionSpec> connection_options() {
        "connection with the same id takes the session over"},
       {"clean_session", OptionType::Bool, "true",
        "true: the broker forgets the session at disconnect; false: a persistent session (with a fixed client_id, "
-       "subscriptions and QoS>=1 messages wait for the client while it is away, and in-flight publishes are "
-       "retransmitted after a reconnect)"},
+       "subscriptions and QoS>=1 messages wait for the client while it is away). A publisher sends its "
+       "unacknowledged QoS>=1 messages again after a reconnect either way"},
       {"session_expiry_s", OptionType::Int, "-1",
        "MQTT 5: seconds the broker keeps the session after a disconnect; -1: 0 with clean_session=true, never "
        "expires with clean_session=false",
