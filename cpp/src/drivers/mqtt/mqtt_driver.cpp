@@ -757,15 +757,15 @@ class MqttSender final : public Sender {
       // Under link_mu_ so that a client replacement sees the slot either not
       // yet in the window or already handed to a client (never both twice).
       std::lock_guard link_lock(link_mu_);
+      // Not connected: the watchdog hands it to the next client.
+      const bool up = link_ && link_->conn->connected();
       std::uint64_t seq;
       {
         std::lock_guard lock(mu_);
         seq = next_++;
-        const bool up = link_ && link_->conn->connected();
         window_.push_back(Slot{fn, i, true, msg, up ? link_->gen : 0});
       }
-      // Not connected: the watchdog hands it to the next client.
-      if (link_ && link_->conn->connected()) hand_to(*link_, seq, msg);
+      if (up) hand_to(*link_, seq, msg);
     }
   }
 
