@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import queue
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -487,3 +488,106 @@ def test_connection_state_follows_the_broker(mqtt_broker) -> None:  # type: igno
         assert wait_until(lambda: pub.connected is True and sub.connected is True, timeout=60)
         pub.publish(b"back").result(timeout=10)
         assert bytes(sub.receive(timeout=10).payload) == b"back"
+
+
+class SilentBroker:
+    """A minimal MQTT 5 server on loopback whose first connection accepts CONNECT and every PUBLISH
+    but never answers one (a broker or client state that lost the acknowledgements); later
+    connections PUBACK each QoS 1 PUBLISH. It records the payloads each connection received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[list[bytes]] = []
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            got: list[bytes] = []
+            self.received.append(got)
+            t = threading.Thread(target=self._serve, args=(conn, got, len(self.received) > 1), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    @staticmethod
+    def _varint(read: Callable[[int], bytes]) -> int:
+        value, shift = 0, 0
+        while True:
+            b = read(1)[0]
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
+    def _serve(self, conn: socket.socket, got: list[bytes], ack: bool) -> None:
+        def read(n: int) -> bytes:
+            return self._read(conn, n)
+
+        try:
+            with conn:
+                while True:
+                    kind = read(1)[0]
+                    body = read(self._varint(read))
+                    if kind >> 4 == 1:  # CONNECT -> CONNACK, MQTT 5, success, no properties
+                        conn.sendall(b"\x20\x03\x00\x00\x00")
+                    elif kind >> 4 == 3:  # PUBLISH (QoS 1): topic, packet id, properties, payload
+                        tlen = int.from_bytes(body[:2], "big")
+                        pid = body[2 + tlen:4 + tlen]
+                        pos = [4 + tlen]
+
+                        def rd(n: int) -> bytes:
+                            out = body[pos[0]:pos[0] + n]
+                            pos[0] += n
+                            return out
+
+                        plen = self._varint(rd)
+                        got.append(body[pos[0] + plen:])
+                        if ack:
+                            conn.sendall(b"\x40\x02" + pid)
+                    elif kind >> 4 == 12:  # PINGREQ
+                        conn.sendall(b"\xd0\x00")
+                    elif kind >> 4 == 14:  # DISCONNECT
+                        return
+        except (EOFError, OSError):
+            return
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+def test_publisher_replaces_a_client_that_gets_no_acknowledgement() -> None:
+    """Connected, but no PUBACK for connect_timeout_ms: the publisher retires that client, connects a
+    new one and sends the unacknowledged messages again, so every publish succeeds."""
+    broker = SilentBroker()
+    try:
+        url = f"mqtt://127.0.0.1:{broker.port}/{topic()}?qos=1&connect_timeout_ms=1000"
+        payloads = [f"m{i}".encode() for i in range(20)]
+        with omnibus.publisher(url) as pub:
+            d = pub.publish_many(payloads)
+            assert d.wait(timeout=30), "the messages were never acknowledged"
+            assert not d.failures()
+        assert len(broker.received) >= 2, "no second connection"
+        assert broker.received[0] == payloads  # sent once, never acknowledged
+        assert broker.received[-1] == payloads  # the same messages again, in order
+    finally:
+        broker.close()
