@@ -479,7 +479,9 @@ class Connection {
   // InvalidArgument or Unsupported (the broker refused what was asked).
   // With auto_reconnect Paho reconnects by itself after a loss; without, the
   // owner replaces the Connection (the publisher does, see MqttSender).
-  Connection(const Settings& s, const char* role, Hooks hooks, bool auto_reconnect)
+  // A set `cancel` ends the wait for the CONNACK early (Closed).
+  Connection(const Settings& s, const char* role, Hooks hooks, bool auto_reconnect,
+             const std::atomic<bool>* cancel = nullptr)
       : s_(s), role_(role), hooks_(std::move(hooks)) {
     const auto deadline = SteadyClock::now() + s_.connect_timeout;
     std::vector<std::string> uris;
@@ -543,10 +545,18 @@ class Connection {
     mqtt::token_ptr tok;
     try {
       tok = cli_->connect(co);
-      auto left = std::max<SteadyClock::duration>(deadline - SteadyClock::now(), 1ms);
-      if (!tok->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(left)))
-        throw Error(ErrorCode::Unavailable, context + ": no CONNACK within connect_timeout_ms=" +
-                                                std::to_string(s_.connect_timeout.count()));
+      // In steps, so that a cancel (the owner closing) ends the wait early.
+      for (;;) {
+        auto left = deadline - SteadyClock::now();
+        if (left <= SteadyClock::duration::zero())
+          throw Error(ErrorCode::Unavailable, context + ": no CONNACK within connect_timeout_ms=" +
+                                                  std::to_string(s_.connect_timeout.count()));
+        if (tok->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(std::min<SteadyClock::duration>(
+                std::max<SteadyClock::duration>(left, 1ms), 100ms))))
+          break;
+        if (cancel && cancel->load(std::memory_order_acquire))
+          throw Error(ErrorCode::Closed, context + ": closed while connecting");
+      }
       auto rsp = tok->get_connect_response();
       read_connack(rsp.get_properties(), context);
     } catch (const mqtt::exception& e) {
@@ -786,6 +796,7 @@ class MqttSender final : public Sender {
       base_ = next_;
       poisoned = poisoned_;
     }
+    closing_.store(true, std::memory_order_release);  // ends a connect attempt of the watchdog
     space_cv_.notify_all();
     watch_cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
@@ -864,7 +875,7 @@ class MqttSender final : public Sender {
     auto gate = gate_;
     hooks.connected = [gate](bool) { poke(*gate); };
     hooks.lost = [gate] { poke(*gate); };
-    link->conn = std::make_unique<Connection>(s_, "publisher", std::move(hooks), false);
+    link->conn = std::make_unique<Connection>(s_, "publisher", std::move(hooks), false, &closing_);
     return link;
   }
 
@@ -1066,7 +1077,7 @@ class MqttSender final : public Sender {
         Settings clean = s_;
         clean.clean_session = true;
         clean.session_expiry_s = 0;
-        Connection(clean, "publisher", Connection::Hooks{}, false).close();
+        Connection(clean, "publisher", Connection::Hooks{}, false, &closing_).close();
       }
       link = make_link(gen);
     } catch (const Error& e) {
@@ -1169,6 +1180,7 @@ class MqttSender final : public Sender {
   std::mutex link_mu_;  // order: link_mu_ -> Paho -> gate_->mu -> mu_
   std::unique_ptr<Link> link_;
   std::atomic<const Connection*> live_{nullptr};  // link_'s connection, readable without link_mu_
+  std::atomic<bool> closing_{false};
   std::thread watchdog_;
 };
 
