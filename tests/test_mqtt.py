@@ -580,7 +580,8 @@ def test_publisher_replaces_a_client_that_gets_no_acknowledgement() -> None:
     new one and sends the unacknowledged messages again, so every publish succeeds."""
     broker = SilentBroker()
     try:
-        url = f"mqtt://127.0.0.1:{broker.port}/{topic()}?qos=1&connect_timeout_ms=1000"
+        # 3 s, not less: Paho may take about a second to open a connection (see mqtt_driver.cpp).
+        url = f"mqtt://127.0.0.1:{broker.port}/{topic()}?qos=1&connect_timeout_ms=3000"
         payloads = [f"m{i}".encode() for i in range(20)]
         with omnibus.publisher(url) as pub:
             d = pub.publish_many(payloads)

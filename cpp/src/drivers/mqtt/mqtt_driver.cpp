@@ -577,28 +577,21 @@ class Connection {
   // After it returns no callback runs any more.
   void close() {
     if (!cli_) return;
-    try {
-      // Also stops automatic reconnects when the connection is down
-      // (Paho throws "disconnected" then, after clearing its reconnect flag).
-      auto tok = cli_->disconnect(0);
-      tok->wait_for(std::chrono::milliseconds(2000));
-    } catch (const std::exception&) {
-      // Not connected (or already closing): destroying the client below is enough.
-    }
-    cli_.reset();
-    connected_.store(false, std::memory_order_release);
+    abandon();
+    cli_.reset();  // also ends automatic reconnects of a client that was not connected
   }
 
-  // Disconnects (bounded wait) and stops automatic reconnects, without
-  // destroying the client: for a client whose Paho state must not be freed
-  // (see MqttSender). The caller then leaks this Connection on purpose.
+  // Sends DISCONNECT (bounded wait) without destroying the client: for a
+  // client whose Paho state must not be freed (see MqttSender), which the
+  // caller then leaks on purpose. Such a client was created without automatic
+  // reconnect, so it stays disconnected.
   void abandon() {
     if (!cli_) return;
     try {
       auto tok = cli_->disconnect(0);
       tok->wait_for(std::chrono::milliseconds(2000));
     } catch (const std::exception&) {
-      // Not connected: Paho cleared its reconnect flag before throwing.
+      // Not connected (or already closing).
     }
     connected_.store(false, std::memory_order_release);
   }
