@@ -198,3 +198,13 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "mqtt").exists()
     after = subprocess.run(cli + ["status"], env=env, capture_output=True, text=True, timeout=60)
     assert "no brokers running" in after.stdout
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    """Ports for one broker (or one cluster) are chosen together, so none repeats: a Kafka node
+    once got the same port for PLAINTEXT and CONTROLLER when they were chosen one at a time."""
+    from omnibus.testing.brokers._base import free_ports
+
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+    assert all(port_is_free(p) for p in ports)

@@ -41,9 +41,25 @@ class ProgramMissing(BrokerError):
 
 def free_port() -> int:
     """A TCP port free on loopback right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on loopback right now.
+
+    All n sockets stay bound until every port is chosen: ports picked one at a time can repeat
+    (the OS may hand the same one out again once its probe socket closed), and a broker given
+    the same port twice refuses to start (Kafka: PLAINTEXT and CONTROLLER on one port)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((LOOPBACK, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # A port chosen free can be taken (by any client's ephemeral port) before the
@@ -194,7 +210,8 @@ class Broker:
         if reason:
             raise ProgramMissing(reason)
         if not self.ports:
-            self.ports = {name: free_port() for name in self._ports()}
+            names = self._ports()
+            self.ports = dict(zip(names, free_ports(len(names))))
         self.detached = detach
         self._prepare()
         env = dict(os.environ)
@@ -378,8 +395,10 @@ class Cluster:
 
     def start(self, timeout: float | None = None) -> Cluster:
         for attempt in range(_BIND_ATTEMPTS):
+            # Distinct across the whole cluster, not only within a node.
+            fresh = iter(free_ports(sum(len(n._ports()) for n in self.nodes)))
             for n in self.nodes:
-                n.ports = {name: free_port() for name in n._ports()}
+                n.ports = {name: next(fresh) for name in n._ports()}
             self._link()
             try:
                 for n in self.nodes:
