@@ -699,8 +699,7 @@ class MqttSender final : public Sender {
  public:
   explicit MqttSender(Settings s) : s_(std::move(s)), topic_(s_.topic), gate_(std::make_shared<Gate>()) {
     gate_->target = this;
-    link_ = make_link(1);
-    live_.store(link_->conn.get(), std::memory_order_release);
+    install(make_link(1));
     watchdog_ = std::thread([this] { watch(); });
   }
   ~MqttSender() override { close(); }
@@ -804,12 +803,7 @@ class MqttSender final : public Sender {
       std::lock_guard lock(gate_->mu);
       gate_->target = nullptr;
     }
-    std::unique_ptr<Link> link;
-    {
-      std::lock_guard link_lock(link_mu_);
-      link = std::move(link_);
-      live_.store(nullptr, std::memory_order_release);
-    }
+    std::unique_ptr<Link> link = retire();
     if (!link) return;
     if (poisoned) abandon(std::move(link));  // destroying it would free Paho's stale copy again
     else link->conn->close();
@@ -893,15 +887,35 @@ class MqttSender final : public Sender {
     }
   }
 
+  // Makes `link` the current client; caller holds link_mu_ or is the constructor.
+  void install(std::unique_ptr<Link> link) {
+    broker_max_packet_.store(link->conn->broker_max_packet(), std::memory_order_relaxed);
+    link_ = std::move(link);
+    std::lock_guard lock(live_mu_);
+    live_ = link_->conn.get();
+  }
+
+  // Takes the current client out (under link_mu_). Once this returns no
+  // reader of live_ still uses it, so the caller may destroy it.
+  std::unique_ptr<Link> retire() {
+    std::lock_guard link_lock(link_mu_);
+    std::lock_guard lock(live_mu_);
+    live_ = nullptr;
+    return std::move(link_);
+  }
+
   bool is_connected() const {
-    const Connection* c = live_.load(std::memory_order_acquire);
-    return c && c->connected();
+    std::lock_guard lock(live_mu_);
+    return live_ && live_->connected();
   }
 
   // Why the connection was last lost, and why the client was last replaced.
   std::string last_loss() const {
-    const Connection* c = live_.load(std::memory_order_acquire);
-    std::string out = c ? c->last_loss() : std::string();
+    std::string out;
+    {
+      std::lock_guard lock(live_mu_);
+      if (live_) out = live_->last_loss();
+    }
     std::lock_guard lock(loss_mu_);
     if (out.empty()) out = last_loss_before_;
     if (!last_loss_.empty()) out += (out.empty() ? "" : "; ") + last_loss_;
@@ -917,10 +931,7 @@ class MqttSender final : public Sender {
            (loss.empty() ? "" : "; last connection loss: " + loss);
   }
 
-  std::size_t max_packet() const {
-    const Connection* c = live_.load(std::memory_order_acquire);
-    return c ? c->broker_max_packet() : broker_max_packet_.load(std::memory_order_relaxed);
-  }
+  std::size_t max_packet() const { return broker_max_packet_.load(std::memory_order_relaxed); }
 
   // Reports message `seq` once; unknown, already reported, or answered by a
   // client it is no longer with: ignored.
@@ -988,6 +999,7 @@ class MqttSender final : public Sender {
     std::mt19937 rng(std::random_device{}());
     std::uniform_real_distribution<double> jitter(0.75, 1.25);  // +-25%: publishers do not reconnect in step
     auto backoff = std::chrono::milliseconds(kReconnectMinSeconds * 1000);
+    auto jittered = [&] { return std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng))); };
     auto delay = backoff;
     auto down_since = SteadyClock::time_point::max();
     std::uint64_t seen_base = base_;
@@ -1003,7 +1015,7 @@ class MqttSender final : public Sender {
       } else if (!is_connected()) {
         if (down_since == SteadyClock::time_point::max()) {
           down_since = now;
-          delay = std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng)));
+          delay = jittered();
         }
         if (now - down_since < delay) continue;
         why = "the connection was lost";
@@ -1027,7 +1039,7 @@ class MqttSender final : public Sender {
       } else {
         backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(kReconnectMaxSeconds));
         down_since = SteadyClock::now();
-        delay = std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng)));
+        delay = jittered();
       }
       seen_base = base_;
       progress_at = SteadyClock::now();
@@ -1039,12 +1051,7 @@ class MqttSender final : public Sender {
   // to connect_timeout_ms) and hands it every unacknowledged message, oldest
   // first. Returns whether a new client is connected.
   bool replace_client(const std::string& why) {
-    std::unique_ptr<Link> old;
-    {
-      std::lock_guard link_lock(link_mu_);
-      old = std::move(link_);
-      live_.store(nullptr, std::memory_order_release);
-    }
+    std::unique_ptr<Link> old = retire();
     bool poisoned;
     std::uint32_t gen;
     {
@@ -1056,7 +1063,6 @@ class MqttSender final : public Sender {
       for (auto& slot : window_) slot.gen = 0;
     }
     if (old) {
-      broker_max_packet_.store(old->conn->broker_max_packet(), std::memory_order_relaxed);
       std::lock_guard loss(loss_mu_);
       replace_reason_ = why;
       last_loss_before_ = old->conn->last_loss();
@@ -1098,8 +1104,7 @@ class MqttSender final : public Sender {
       ++replacements_;
       last_loss_.clear();
     }
-    link_ = std::move(link);
-    live_.store(link_->conn.get(), std::memory_order_release);
+    install(std::move(link));
     for (auto& [seq, msg] : resend) hand_to(*link_, seq, msg);
     space_cv_.notify_all();
     return true;
@@ -1169,10 +1174,13 @@ class MqttSender final : public Sender {
   bool closed_ = false;
   bool poisoned_ = false;  // the current client holds a corrupt message: replace it
   std::uint32_t link_gen_ = 1;
-  std::atomic<std::size_t> broker_max_packet_{0};  // the last client's, while none is connected
-  std::mutex link_mu_;  // order: link_mu_ -> Paho -> gate_->mu -> mu_
+  std::atomic<std::size_t> broker_max_packet_{0};  // the current (or last) client's, from its CONNACK
+  std::mutex link_mu_;  // order: link_mu_ -> Paho -> gate_->mu -> mu_ -> live_mu_
   std::unique_ptr<Link> link_;
-  std::atomic<const Connection*> live_{nullptr};  // link_'s connection, readable without link_mu_
+  // link_'s connection, for readers that cannot take link_mu_ (they may hold
+  // mu_); a leaf lock, held only to read it.
+  mutable std::mutex live_mu_;
+  const Connection* live_ = nullptr;
   std::atomic<bool> closing_{false};
   std::thread watchdog_;
 };
