@@ -535,6 +535,7 @@ class AmqpSender : public Sender {
     if (batch.empty()) return;
     auto job = std::make_shared<Job>();
     job->batch = &batch;
+    job->size = batch.size();
     job->fn = on_result;
     job->queued = SteadyClock::now();
     {
@@ -560,7 +561,10 @@ class AmqpSender : public Sender {
 
  private:
   struct Job {
+    // Valid only until the batch's last result is reported (the Publisher
+    // frees it then): loops over a job read `size`, never batch->size().
     const std::vector<OutMessage>* batch = nullptr;
+    std::size_t size = 0;
     SendResultFn fn;
     std::size_t next = 0;  // first message not yet written
     SteadyClock::time_point queued;
@@ -642,14 +646,13 @@ class AmqpSender : public Sender {
         if (jobs_.empty()) return;
         job = jobs_.front();
       }
-      const auto& batch = *job->batch;
-      while (job->next < batch.size() && unconfirmed_.size() < window_) {
+      while (job->next < job->size && unconfirmed_.size() < window_) {
         const std::size_t i = job->next++;
-        publish_one(job, i, batch[i]);
+        publish_one(job, i, (*job->batch)[i]);
         ++written;
         if ((written & 255) == 0 && amqp_data_in_buffer(conn_.get())) drain_input();
       }
-      if (job->next == batch.size()) {
+      if (job->next == job->size) {
         std::lock_guard lock(mu_);
         jobs_.pop_front();
       }
@@ -829,7 +832,7 @@ class AmqpSender : public Sender {
               "no connection to the AMQP broker at " + settings_.where + " for " +
                   std::to_string(settings_.connect_timeout.count()) + " ms (connect_timeout_ms); last error: " +
                   last_error_);
-      for (std::size_t i = job->next; i < job->batch->size(); ++i) job->fn(i, &e);
+      for (std::size_t i = job->next; i < job->size; ++i) job->fn(i, &e);
     }
   }
 
@@ -859,7 +862,7 @@ class AmqpSender : public Sender {
       jobs.swap(jobs_);
     }
     for (auto& job : jobs)
-      for (std::size_t i = job->next; i < job->batch->size(); ++i) job->fn(i, &e);
+      for (std::size_t i = job->next; i < job->size; ++i) job->fn(i, &e);
     close_conn(conn_, true);
   }
 
