@@ -22,7 +22,7 @@ PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-ti
 # the peer clients that the benchmarks run beside omnibus in the same run
 # (bench_*.py print both figures and the ratio), and Kafka's end offsets.
 
-.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean
+.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean sanitize sanitize-cpp sanitize-py tsan
 
 deps: apt-deps pip-deps kafka-deps
 
@@ -72,6 +72,48 @@ test: cpp-test py-install
 # The main job: the protocol comparison on brokers omnibus starts itself.
 demo: py-install
 	$(PY) -m omnibus compare --quick --out omnibus-compare
+
+# ASan + UBSan: the engine, its units and the Python extension built with
+# -fsanitize=address,undefined in build/asan; the units run, then the pytest
+# suite (PYTEST_ARGS, default the whole suite) with the ASan runtime preloaded
+# into Python and the sanitized extension first on sys.path. ASan recovers and
+# logs every report to build/asan/logs (the run then fails and prints them);
+# UBSan aborts at its first report (GCC writes those to stderr only). Broker
+# processes get no LD_PRELOAD (omnibus.testing strips it).
+ASAN_DIR := build/asan
+SAN_FLAGS := -fsanitize=address,undefined -fsanitize-recover=address -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer -g -O1
+PYTEST_ARGS ?=
+sanitize: sanitize-cpp sanitize-py
+
+sanitize-cpp: deps
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$(SAN_FLAGS)" \
+		-DOMNIBUS_BUILD_TESTS=ON -DOMNIBUS_BUILD_PYTHON=ON -DPython_EXECUTABLE=$(CURDIR)/$(PY) \
+		-Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir)
+	cmake --build $(ASAN_DIR)
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -L unit
+
+sanitize-py: sanitize-cpp py-install
+	rm -rf $(ASAN_DIR)/py $(ASAN_DIR)/logs && mkdir -p $(ASAN_DIR)/py $(ASAN_DIR)/logs
+	cp -r python/omnibus $(ASAN_DIR)/py/omnibus && cp $(ASAN_DIR)/_core*.so $(ASAN_DIR)/py/omnibus/
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=0:log_path=$(CURDIR)/$(ASAN_DIR)/logs/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONPATH=$(CURDIR)/$(ASAN_DIR)/py $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	if ls $(ASAN_DIR)/logs/asan.* >/dev/null 2>&1; then \
+		echo "make sanitize: AddressSanitizer reports:"; cat $(ASAN_DIR)/logs/asan.*; exit 1; fi; \
+	exit $$rc
+
+# ThreadSanitizer build of the C++ units (build/tsan); suppressions for races
+# inside libraries we cannot instrument are in cpp/tsan.supp, each with why.
+tsan: deps
+	cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer -g -O1" \
+		-DOMNIBUS_BUILD_TESTS=ON -DOMNIBUS_BUILD_PYTHON=OFF
+	cmake --build build/tsan
+	cd build/tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/cpp/tsan.supp" \
+		ctest --output-on-failure -L unit
 
 bench: py-install
 	$(PY) benchmarks/bench_mem.py

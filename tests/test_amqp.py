@@ -315,6 +315,7 @@ def test_subscriber_and_publisher_reconnect_after_a_broker_restart(amqp_broker) 
         assert wait_until(arrived, timeout=120, interval=0.2)
 
 
+@pytest.mark.fault
 def test_confirmed_messages_survive_a_broker_crash(amqp_broker) -> None:  # type: ignore[no-untyped-def]
     """Confirms + durable queue + persistent messages, SIGKILL mid-stream: every confirmed message arrives."""
     ex, q = name("ex"), name("crash")

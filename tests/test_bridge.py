@@ -74,6 +74,7 @@ def test_100k_readings_from_1000_devices_reach_kafka(mqtt_url: str, kafka_url: s
     assert checked.devices == DEVICES
 
 
+@pytest.mark.fault
 @pytest.mark.slow
 def test_no_reading_is_lost_when_kafka_is_killed_mid_stream(mqtt_url: str, kafka_broker: Any, kafka_url: str) -> None:
     _needs("mqtt", "kafka")

@@ -115,6 +115,7 @@ def test_unknown_broker_is_unavailable_not_a_hang() -> None:
         omnibus.subscriber("kafka://127.0.0.1:1/t?connect_timeout_ms=1500")
 
 
+@pytest.mark.fault
 def test_broker_killed_mid_stream_loses_no_acknowledged_message(kafka_broker: object, kafka_url: str) -> None:
     """acks=all + idempotence, broker SIGKILLed and restarted while publishing:
     every message whose delivery was confirmed is in the topic, none twice."""

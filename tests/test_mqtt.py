@@ -400,6 +400,7 @@ def test_resubscribes_after_a_broker_restart_on_a_clean_session(mqtt_broker) -> 
 
 @pytest.mark.parametrize(("qos", "pub_clean"), [(1, False), (1, True), (2, False)],
                          ids=["qos1-persistent", "qos1-clean-publisher", "qos2-persistent"])
+@pytest.mark.fault
 def test_acknowledged_messages_survive_a_broker_crash(mqtt_broker, qos: int, pub_clean: bool) -> None:  # type: ignore[no-untyped-def]
     """Persistent subscriber session, SIGKILL mid-stream: no publish fails (the publisher replaces its
     client after the loss and sends what was unacknowledged again, whatever its own session), and every

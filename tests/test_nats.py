@@ -524,6 +524,55 @@ def _publishes(pub: omnibus.Publisher) -> bool:
         return False
 
 
+def test_jetstream_messages_queued_in_the_inbox_before_a_receive(nats_url: str) -> None:
+    """Regression (cnats 3.4.1 _fetch wrote past its array when over half a batch was already queued,
+    nats-io/nats.c PR #749): nats-py sends a pull request of 1,000 in the subscriber's name, to a reply
+    subject under its inbox, so the messages land in the inbox while the subscriber asks for 10 at a time.
+    Every message arrives once, with its delivery count 1 (none waited out ack_wait)."""
+    nats = nats_py()
+    stream = name()
+    n = 3000
+    with omnibus.publisher(url_of(nats_url, stream, stream=stream)) as pub:
+        assert pub.publish_many([str(i).encode() for i in range(n)]).result(timeout=60) is None
+    got: list[omnibus.Message] = []
+    sub_url = url_of(nats_url, stream, stream=stream, durable="d", ack_deadline_ms=120000)
+
+    async def flood(sub: omnibus.Subscriber) -> str:
+        nc = await nats.connect(nats_url)
+        try:
+            api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.d"
+            seen = await nc.subscribe(api)
+            await nc.flush()
+            # The subscriber's next pull request shows its inbox (_INBOX.<nuid>.<n>).
+            while len(got) < 5:
+                got.extend(sub.receive_batch(5, timeout=0.05))
+            req = await seen.next_msg(timeout=10)
+            inbox = req.reply.rsplit(".", 1)[0]
+            await nc.publish(api, json.dumps({"batch": 1000, "no_wait": True}).encode(), reply=f"{inbox}.flood")
+            await nc.flush()
+            return inbox
+        finally:
+            await nc.close()
+
+    with omnibus.subscriber(sub_url, auto_ack=False, prefetch=10) as sub:
+        inbox = run(lambda: flood(sub))
+        assert inbox.startswith("_INBOX.")
+
+        def step() -> bool:
+            batch = sub.receive_batch(10, timeout=0.05)
+            got.extend(batch)
+            for m in batch:
+                m.ack()
+            return len(got) >= n
+
+        assert wait_until(step, timeout=120, interval=0), f"{len(got)} of {n} arrived"
+        assert sub.receive_batch(10, timeout=0.5) == []
+    payloads = [bytes(m.payload) for m in got]
+    assert sorted(payloads, key=int) == [str(i).encode() for i in range(n)]
+    assert {m.delivery_attempt for m in got} == {1}
+
+
+@pytest.mark.fault
 def test_confirmed_jetstream_messages_survive_a_broker_crash(nats_broker: Any) -> None:  # type: ignore[no-untyped-def]
     """File storage, SIGKILL mid-stream: every message whose PubAck came arrives after the restart."""
     stream = name()

@@ -37,7 +37,7 @@
 // msg_id=true adds a unique Nats-Msg-Id per message so that the stream drops
 // a message published twice within its duplicate window; a Nats-Msg-Id header
 // given by the application is sent as it is and has the same effect.
-// Subscribing is a pull consumer (natsSubscription_Fetch): without
+// Subscribing is a pull consumer (pull requests on an inbox): without
 // group= or durable=, an ephemeral consumer that starts with the messages
 // stored after subscriber() returned (deliver=new; deliver=all replays the
 // stream, deliver=last starts with the last message) and is deleted when the
@@ -170,15 +170,6 @@ struct NatsDeleter {
 };
 template <class T>
 using NatsPtr = std::unique_ptr<T, NatsDeleter>;
-
-// The messages of one fetch; destroys them and the array.
-struct MsgList {
-  natsMsgList list{nullptr, 0};
-  MsgList() = default;
-  MsgList(const MsgList&) = delete;
-  MsgList& operator=(const MsgList&) = delete;
-  ~MsgList() { natsMsgList_Destroy(&list); }
-};
 
 // Arrays that cnats allocates with malloc and hands over (header keys/values).
 struct FreeDeleter {
@@ -1480,61 +1471,68 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
 
 class JsReceiver final : public Receiver, public std::enable_shared_from_this<JsReceiver> {
  public:
+  // Pull requests are sent by this driver on a core subscription of its own
+  // inbox, not with natsSubscription_Fetch: cnats 3.4.1 (Debian 12) _fetch
+  // first takes the messages already queued on the pull subscription, lowers
+  // the request's batch by that count, then loops until its count equals the
+  // lowered batch; with more than half a batch queued (late deliveries of
+  // earlier requests, as after a broker SIGKILL) it writes past its array
+  // (heap-buffer-overflow; fixed upstream in nats-io/nats.c PR #749, 3.8.3).
+  // Here messages of any request, late or not, land in one queue that is
+  // read one message at a time, and each request has its own reply subject
+  // <inbox>.<n>, so a late status reply of an old request is told apart from
+  // the one of the request being waited for.
   explicit JsReceiver(Settings s) : s_(std::move(s)), conn_(s_, "JetStream subscriber") {
     js_ = make_js(conn_, s_);
     ensure_stream(js_.get(), s_, "NATS " + conn_.context(), false);
-    const std::string consumer = s_.consumer();
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = s_.request_timeout_ms;
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = s_.stream.c_str();
-    natsSubscription* raw = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus st;
-    if (consumer.empty()) {
-      // Ephemeral: created by cnats, deleted by it when we unsubscribe.
-      configure(so.Config);
-      so.Config.InactiveThreshold = s_.inactive_threshold_ms * 1000000;
-      st = js_PullSubscribe(&raw, js_.get(), s_.subject.c_str(), nullptr, &jo, &so, &jerr);
+    consumer_ = s_.consumer();
+    if (consumer_.empty()) {
+      ephemeral_ = create_ephemeral();
+      consumer_ = ephemeral_;
     } else {
-      ensure_durable(consumer);
-      // Bound to a consumer we did not let cnats create: unsubscribing keeps it.
-      so.Consumer = consumer.c_str();
-      st = js_PullSubscribe(&raw, js_.get(), s_.subject.c_str(), consumer.c_str(), &jo, &so, &jerr);
+      ensure_durable(consumer_);
     }
-    if (st != NATS_OK) throw nats_error(st, context() + ": cannot create the pull subscription", jerr);
+    next_subject_ = "$JS.API.CONSUMER.MSG.NEXT." + s_.stream + "." + consumer_;
+    natsInbox* inbox = nullptr;
+    natsStatus st = natsInbox_Create(&inbox);
+    if (st != NATS_OK) throw nats_error(st, context() + ": cannot create an inbox");
+    inbox_ = std::string(inbox) + ".";
+    natsInbox_Destroy(inbox);
+    natsSubscription* raw = nullptr;
+    st = natsConnection_SubscribeSync(&raw, conn_.get(), (inbox_ + "*").c_str());
+    if (st != NATS_OK) throw nats_error(st, context() + ": cannot subscribe to its inbox");
     sub_.reset(raw);
-    if (consumer.empty()) {
-      jsConsumerInfo* ci = nullptr;
-      st = natsSubscription_GetConsumerInfo(&ci, sub_.get(), &jo, &jerr);
-      NatsPtr<jsConsumerInfo> info(ci);
-      if (st == NATS_OK && info && info->Name) ephemeral_ = info->Name;
-    }
+    // What arrives is bounded by the consumer's max_ack_pending, not here:
+    // a message dropped locally would only come back after ack_wait.
+    st = natsSubscription_SetPendingLimits(sub_.get(), -1, -1);
+    if (st != NATS_OK) throw nats_error(st, context() + ": pending limits");
+    st = natsConnection_FlushTimeout(conn_.get(), s_.connect_timeout.count());
+    if (st != NATS_OK) throw nats_error(st, context() + ": the server did not confirm the inbox subscription");
   }
   ~JsReceiver() override { close(); }
 
+  // Takes what is queued; then asks, without waiting, for what the consumer
+  // has now; only when that gave nothing, waits for one message with a
+  // request that expires before `timeout` does.
   std::vector<MessagePtr> receive_batch(std::size_t max, std::chrono::milliseconds timeout) override {
     if (closed_) throw Error(ErrorCode::Closed, "NATS JetStream subscriber for " + s_.url + " is closed");
-    const int batch = static_cast<int>(std::min<std::size_t>(max, 10000));
-    std::vector<MessagePtr> out;
+    const std::size_t batch = std::min<std::size_t>(std::max<std::size_t>(max, 1), 10000);
     const auto deadline = SteadyClock::now() + timeout;
-    // natsSubscription_Fetch asks for what is stored now and, when there is
-    // nothing, waits for the first message, returning as soon as one comes.
-    // (Two hand-made FetchRequests, no-wait then waiting, did not: cnats ends
-    // a waiting fetch on the server's late status reply to the earlier one,
-    // and the server keeps those requests, which then swallow redeliveries.)
-    natsStatus st = fetch(out, batch, std::max(timeout, std::chrono::milliseconds(1)));
-    if (out.empty() && !closed_ && st != NATS_TIMEOUT) {
-      if (transient(st)) {
-        if (st == NATS_ERR) conn_.sink().note(nats_error(st, "last fetch").what());
-        // Disconnected, or JetStream not answering (restarting): wait, bounded, and let the caller come back.
-        std::unique_lock lock(conn_.sink().mu);
-        conn_.sink().cv.wait_until(lock, deadline);
-      } else {
-        check_fetch(st);
-      }
+    std::vector<MessagePtr> out;
+    take(out, batch, 0, SteadyClock::now());
+    if (out.size() < batch && conn_.connected()) {
+      const std::uint64_t id = pull(batch - out.size(), std::chrono::milliseconds(0));
+      if (id) take(out, batch, id, deadline);
+    }
+    if (out.empty() && SteadyClock::now() < deadline && conn_.connected()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+      const std::uint64_t id = left.count() > 0 ? pull(1, left) : 0;
+      if (id) take(out, 1, id, deadline);
+    }
+    if (out.empty() && !closed_ && SteadyClock::now() < deadline) {
+      // Disconnected, or JetStream not answering (restarting): wait, bounded, and let the caller come back.
+      std::unique_lock lock(conn_.sink().mu);
+      conn_.sink().cv.wait_until(lock, deadline);
     }
     if (closed_) throw Error(ErrorCode::Closed, "NATS JetStream subscriber for " + s_.url + " is closed");
     return out;
@@ -1549,8 +1547,9 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     return nats_capabilities(s_, static_cast<std::size_t>(std::max<std::int64_t>(conn_.max_payload(), 0)));
   }
 
-  // NAKs every unacked message (so the group gets it again at once), then
-  // unsubscribes (cnats deletes an ephemeral consumer; a durable stays).
+  // NAKs every unacked message (so the group gets it again at once), those
+  // delivered into the inbox and not yet taken included, then drops the
+  // inbox subscription and deletes an ephemeral consumer (a durable stays).
   void close() override {
     std::unordered_map<std::uint64_t, Pending> left;
     {
@@ -1559,17 +1558,20 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       closed_ = true;
       left.swap(pending_);
     }
-    // Drop the subscription before the NAKs: the server may still hold pull
-    // requests of this subscriber (cnats ends fetches on late status replies,
-    // see receive_batch), and while their inbox has interest a NAKed message
-    // would be redelivered into them, to nobody, until ack_wait. Once the
-    // server has seen the unsubscribe (the flush), it skips those requests.
-    // Not natsSubscription_Unsubscribe: for an ephemeral consumer cnats then
-    // deletes it and waits out the whole request timeout for the answer.
+    std::vector<std::string> queued;
+    for (natsMsg* raw = nullptr; sub_ && natsSubscription_NextMsg(&raw, sub_.get(), 0) == NATS_OK; raw = nullptr) {
+      NatsPtr<natsMsg> msg(raw);
+      const char* reply = natsMsg_GetReply(msg.get());
+      if (!status_of(msg.get()) && reply && *reply) queued.emplace_back(reply);
+    }
+    // Drop the inbox before the NAKs: while it has interest, a NAKed message
+    // could be redelivered into a pull request still open at the server, to
+    // nobody, until ack_wait. Destroying the subscription unsubscribes it.
     sub_.reset();
     if (conn_.get()) {
       natsConnection_FlushTimeout(conn_.get(), 2000);
       for (auto& [id, p] : left) natsConnection_PublishString(conn_.get(), p.reply.c_str(), "-NAK");
+      for (auto& reply : queued) natsConnection_PublishString(conn_.get(), reply.c_str(), "-NAK");
       natsConnection_FlushTimeout(conn_.get(), 2000);
     }
     if (!ephemeral_.empty() && js_ && conn_.connected()) {
@@ -1652,34 +1654,109 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     }
   }
 
-  // Appends what one pull request returns; the request's status.
-  natsStatus fetch(std::vector<MessagePtr>& out, int batch, std::chrono::milliseconds wait) {
-    MsgList list;
+  // Creates the ephemeral pull consumer; its server-chosen name.
+  std::string create_ephemeral() {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = s_.request_timeout_ms;
+    jsConsumerConfig cfg;
+    configure(cfg);
+    cfg.FilterSubject = s_.subject.c_str();
+    cfg.InactiveThreshold = s_.inactive_threshold_ms * 1000000;
+    jsConsumerInfo* raw = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus st = natsSubscription_Fetch(&list.list, sub_.get(), batch, static_cast<std::int64_t>(wait.count()), &jerr);
-    if (list.list.Count == 0) return st;
-    auto self = shared_from_this();
-    std::vector<std::pair<std::uint64_t, Pending>> entries;
-    entries.reserve(list.list.Count);
-    for (int i = 0; i < list.list.Count; ++i) {
-      natsMsg* msg = list.list.Msgs[i];
-      OutMessage data = to_out(msg);
+    natsStatus st = js_AddConsumer(&raw, js_.get(), s_.stream.c_str(), &cfg, &jo, &jerr);
+    NatsPtr<jsConsumerInfo> info(raw);
+    if (st != NATS_OK) throw nats_error(st, context() + ": cannot create the ephemeral consumer", jerr);
+    if (!info || !info->Name) throw Error(ErrorCode::Internal, context() + ": the server named no ephemeral consumer");
+    return info->Name;
+  }
+
+  // Sends a pull request for `batch` messages: no_wait when `wait` is zero
+  // (the server answers at once with what it has, then 404 when short),
+  // otherwise one that expires a little before `wait` so that its 408 comes
+  // back while we still wait for it. The request's id; 0 when it could not be
+  // sent (the caller waits out its slice; the next one tries again).
+  std::uint64_t pull(std::size_t batch, std::chrono::milliseconds wait) {
+    const std::uint64_t id = ++request_id_;
+    std::string body = "{\"batch\":" + std::to_string(batch);
+    if (wait.count() > 0) {
+      std::int64_t ns = wait.count() * 1000000;
+      if (ns >= 20000000) ns -= 10000000;
+      body += ",\"expires\":" + std::to_string(ns);
+    } else {
+      body += ",\"no_wait\":true";
+    }
+    body += "}";
+    const std::string reply = inbox_ + std::to_string(id);
+    natsStatus st = natsConnection_PublishRequest(conn_.get(), next_subject_.c_str(), reply.c_str(), body.data(),
+                                                  static_cast<int>(body.size()));
+    if (st != NATS_OK) {
+      conn_.sink().note(nats_error(st, "pull request").what());
+      return 0;
+    }
+    return id;
+  }
+
+  // The status code of a status message (no payload, a Status header) sent
+  // to our inbox; 0 for a message of the stream.
+  int status_of(natsMsg* msg) const {
+    if (natsMsg_GetDataLength(msg) > 0) return 0;
+    const char* subject = natsMsg_GetSubject(msg);
+    if (!subject || std::strncmp(subject, inbox_.data(), inbox_.size()) != 0) return 0;
+    const char* status = nullptr;
+    if (natsMsgHeader_Get(msg, "Status", &status) != NATS_OK || !status) return 0;
+    return std::atoi(status);
+  }
+
+  // Appends messages from the inbox until `out` holds `batch`, until the
+  // status reply of request `id` ends it (0: take only what is queued), or
+  // until `deadline`. Status replies of other requests are late and ignored.
+  void take(std::vector<MessagePtr>& out, std::size_t batch, std::uint64_t id, SteadyClock::time_point deadline) {
+    std::shared_ptr<JsReceiver> self;
+    const std::string end = id ? inbox_ + std::to_string(id) : std::string();
+    while (out.size() < batch) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+      natsMsg* raw = nullptr;
+      natsStatus st = natsSubscription_NextMsg(&raw, sub_.get(), id ? std::max<std::int64_t>(left.count(), 1) : 0);
+      if (st == NATS_TIMEOUT) return;
+      if (st != NATS_OK) {
+        if (closed_) return;
+        if (!transient(st)) throw nats_error(st, context() + ": receive failed (connection " + conn_.state() + ")");
+        conn_.sink().note(nats_error(st, "receive").what());
+        return;
+      }
+      NatsPtr<natsMsg> msg(raw);
+      if (const int code = status_of(msg.get())) {
+        if (end.empty() || end != natsMsg_GetSubject(msg.get())) continue;
+        // 404 no messages, 408 expired: the request is over. 409 (consumer
+        // deleted, leadership change, server shutdown, too many waiting
+        // requests) and 503 (JetStream not answering): over too, and noted.
+        if (code != 404 && code != 408) {
+          const char* desc = nullptr;
+          natsMsgHeader_Get(msg.get(), "Description", &desc);
+          conn_.sink().note("pull request ended by the server: " + std::to_string(code) + (desc ? std::string(" ") + desc : ""));
+        }
+        return;
+      }
+      if (!self) self = shared_from_this();
+      OutMessage data = to_out(msg.get());
       std::uint32_t attempt = 1;
       jsMsgMetaData* raw_meta = nullptr;
-      if (natsMsg_GetMetaData(&raw_meta, msg) == NATS_OK) {
+      if (natsMsg_GetMetaData(&raw_meta, msg.get()) == NATS_OK) {
         NatsPtr<jsMsgMetaData> meta(raw_meta);
         attempt = static_cast<std::uint32_t>(std::max<std::uint64_t>(meta->NumDelivered, 1));
         if (data.timestamp_ms == 0) data.timestamp_ms = meta->Timestamp / 1000000;
       }
       if (data.timestamp_ms == 0) data.timestamp_ms = now_ms();
-      const auto id = next_id_++;
-      const char* reply = natsMsg_GetReply(msg);
-      entries.emplace_back(id, Pending{reply ? reply : "", s_.max_deliver > 0 && attempt >= s_.max_deliver});
-      out.push_back(std::make_shared<Message>(std::move(data), natsMsg_GetSubject(msg), attempt, self, id));
+      const auto mid = next_id_++;
+      const char* reply = natsMsg_GetReply(msg.get());
+      {
+        std::lock_guard lock(mu_);
+        pending_.emplace(mid, Pending{reply ? reply : "", s_.max_deliver > 0 && attempt >= s_.max_deliver});
+      }
+      out.push_back(std::make_shared<Message>(std::move(data), natsMsg_GetSubject(msg.get()), attempt, self, mid));
     }
-    std::lock_guard lock(mu_);
-    for (auto& [id, p] : entries) pending_.emplace(id, std::move(p));
-    return NATS_OK;
   }
 
   // Failures that a reconnect or a JetStream restart cure.
@@ -1701,11 +1778,6 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
       default:
         return natsConnection_Status(conn_.get()) == NATS_CONN_STATUS_RECONNECTING;
     }
-  }
-
-  void check_fetch(natsStatus st) {
-    if (transient(st)) return;
-    throw nats_error(st, context() + ": fetch failed (connection " + conn_.state() + ")");
   }
 
   void settle(const std::vector<std::uint64_t>& ids, const char* verb) {
@@ -1746,12 +1818,16 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
   const Settings s_;
   Connection conn_;
   NatsPtr<jsCtx> js_;
-  NatsPtr<natsSubscription> sub_;
-  std::string ephemeral_;  // the ephemeral consumer's name, deleted on close
+  NatsPtr<natsSubscription> sub_;  // the inbox, <inbox_>*
+  std::string consumer_;           // the consumer pulled from
+  std::string ephemeral_;          // the ephemeral consumer's name, deleted on close
+  std::string inbox_;              // "_INBOX.<nuid>."; request n replies to inbox_ + n
+  std::string next_subject_;       // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Pending> pending_;
   std::atomic<bool> closed_{false};
-  std::uint64_t next_id_ = 1;  // fetch thread only
+  std::uint64_t next_id_ = 1;     // fetch thread only
+  std::uint64_t request_id_ = 0;  // fetch thread only
 };
 
 // ---------------------------------------------------------------- driver

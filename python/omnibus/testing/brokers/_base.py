@@ -39,6 +39,19 @@ class ProgramMissing(BrokerError):
     """The broker's program is not installed; the message says how to get it."""
 
 
+# Set by `make sanitize` for the Python process and its Python children; a
+# broker (a JVM, the Erlang VM, nats-server) must not load the ASan runtime:
+# the JVM's own SIGSEGV handling would end in an ASan "crash" report.
+_SANITIZER_ENV = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS")
+
+
+def program_env(**extra: str) -> dict[str, str]:
+    """The environment for a broker or broker tool: this process's without sanitizer settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in _SANITIZER_ENV}
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now (the OS picks it)."""
     return free_ports(1)[0]
@@ -214,8 +227,7 @@ class Broker:
             self.ports = dict(zip(names, free_ports(len(names))))
         self.detached = detach
         self._prepare()
-        env = dict(os.environ)
-        env.update(self._env())
+        env = program_env(**self._env())
         log = open(self.log_path, "ab")
         self._spawned_at = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._base import LOOPBACK, Broker, BrokerError, Cluster, ProgramMissing, _die_with_parent
+from ._base import LOOPBACK, Broker, BrokerError, Cluster, ProgramMissing, _die_with_parent, program_env
 
 POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 _MVN_TIMEOUT = 1800.0  # a cold ~/.m2 fetches some 45 MB
@@ -75,7 +75,7 @@ def kafka_jars(download: bool = True) -> Path:
         try:
             r = subprocess.run(
                 cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                timeout=_MVN_TIMEOUT, preexec_fn=_die_with_parent,
+                timeout=_MVN_TIMEOUT, preexec_fn=_die_with_parent, env=program_env(),
             )  # fmt: skip
         except subprocess.TimeoutExpired as e:
             tail = _tail((e.output or b"").decode(errors="replace"))
@@ -372,7 +372,7 @@ class Kafka(Broker):
             try:
                 r = subprocess.run(
                     cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    timeout=_FORMAT_TIMEOUT, preexec_fn=_die_with_parent,
+                    timeout=_FORMAT_TIMEOUT, preexec_fn=_die_with_parent, env=program_env(),
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 raise BrokerError(f"{self.name}: storage format took over {_FORMAT_TIMEOUT:.0f} s\n{self.log_tail()}") from None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._base import LOOPBACK, Broker, BrokerError, port_is_free
+from ._base import LOOPBACK, Broker, BrokerError, port_is_free, program_env
 
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1
 _FRAME_METHOD = 1
@@ -270,7 +270,7 @@ def _epmd_pids(port: int) -> list[int]:
 def _stop_epmd(port: int, timeout: float = 10.0) -> None:
     """``epmd -kill`` on ``port``, SIGKILL if that does not do it; raises if it survives."""
     epmd = shutil.which("epmd")
-    env = dict(os.environ, ERL_EPMD_PORT=str(port))
+    env = program_env(ERL_EPMD_PORT=str(port))
     deadline = time.monotonic() + timeout
     # epmd refuses -kill while a node is still registered; the node's
     # registration goes when its connection to epmd closes, just after it
