@@ -22,7 +22,7 @@ PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-ti
 # the peer clients that the benchmarks run beside omnibus in the same run
 # (bench_*.py print both figures and the ratio), and Kafka's end offsets.
 
-.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean sanitize sanitize-cpp sanitize-py tsan
+.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean sanitize sanitize-cpp sanitize-py tsan soak
 
 deps: apt-deps pip-deps kafka-deps
 
@@ -114,6 +114,12 @@ tsan: deps
 	cmake --build build/tsan
 	cd build/tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/cpp/tsan.supp" \
 		ctest --output-on-failure -L unit
+
+# Every driver for SOAK_MINUTES (default 10) with a broker restarted every
+# minute; prints RSS, fds and threads per minute and fails when they grow.
+SOAK_MINUTES ?= 10
+soak: py-install
+	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)
 
 bench: py-install
 	$(PY) benchmarks/bench_mem.py
