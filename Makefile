@@ -13,7 +13,8 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
 	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat \
-	openjdk-17-jre-headless maven
+	openjdk-17-jre-headless maven \
+	clang libclang-rt-14-dev
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
 	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
 	"pandas>=1.5" "matplotlib>=3.6" \
@@ -21,8 +22,9 @@ PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-ti
 # pandas and matplotlib: omnibus compare's tables and plots. The last four are
 # the peer clients that the benchmarks run beside omnibus in the same run
 # (bench_*.py print both figures and the ratio), and Kafka's end offsets.
+# clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): make fuzz.
 
-.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench clean sanitize sanitize-cpp sanitize-py tsan soak
+.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
 
 deps: apt-deps pip-deps kafka-deps
 
@@ -123,6 +125,37 @@ soak: py-install
 
 bench: py-install
 	$(PY) benchmarks/bench_mem.py
+
+# libFuzzer targets (cpp/fuzz/*_fuzz.cpp) with ASan and UBSan, each run for
+# FUZZ_SECONDS on a scratch corpus in build/fuzz/corpus/ seeded from
+# cpp/fuzz/corpus/<target>/, so a run never grows the committed seeds. A crash
+# or property violation fails the run; its input is kept in build/fuzz/artifacts/
+# and the fuzzer's log in build/fuzz/<target>.log. Replay one with
+# build/fuzz/<target>_fuzz <file>.
+FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 4096
+FUZZ_TARGETS := url json msgpack base64 text
+
+fuzz: apt-deps
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DOMNIBUS_BUILD_FUZZ=ON \
+		-DOMNIBUS_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build/fuzz
+	@failed=""; summary=""; \
+	for t in $(FUZZ_TARGETS); do \
+		corpus=build/fuzz/corpus/$$t; artifacts=build/fuzz/artifacts/$$t/; log=build/fuzz/$$t.log; \
+		mkdir -p $$corpus $$artifacts && cp cpp/fuzz/corpus/$$t/* $$corpus/; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $$log)"; \
+		if build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
+				-print_final_stats=1 -artifact_prefix=$$artifacts $$corpus >$$log 2>&1; then \
+			result=ok; \
+		else \
+			result=FAILED; failed="$$failed $$t"; tail -n 60 $$log; \
+		fi; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
+		summary="$$summary$$(printf '%-8s %12s executions  %s' $$t "$${runs:-?}" $$result)\n"; \
+	done; \
+	printf "fuzz summary:\n$$summary"; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in build/fuzz/artifacts/)"; exit 1; fi
 
 clean:
 	rm -rf build $(VENV)

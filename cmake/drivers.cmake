@@ -3,13 +3,21 @@
 # the reason (see cpp/src/drivers/builtin.cpp).
 find_package(PkgConfig QUIET)
 
+# A fuzz build (OMNIBUS_BUILD_FUZZ) exercises the portable layer only: drivers
+# default to OFF there, and -DOMNIBUS_WITH_<NAME>=ON still adds one.
+if(OMNIBUS_BUILD_FUZZ)
+  set(omnibus_driver_default OFF)
+else()
+  set(omnibus_driver_default ON)
+endif()
+
 # pkg is a pkg-config module, or "cmake:Package" for a CMake config package;
 # target is what to link (the pkg-config imported target when empty).
 # The driver is compiled when its library is found and cpp/src/drivers/<name>/
 # has sources; builtin.cpp then registers it (OMNIBUS_DRIVER_<NAME>).
 function(omnibus_driver name pkg apt target)
   string(TOUPPER ${name} upper)
-  option(OMNIBUS_WITH_${upper} "Build the ${name}:// driver (needs ${pkg})" ON)
+  option(OMNIBUS_WITH_${upper} "Build the ${name}:// driver (needs ${pkg})" ${omnibus_driver_default})
   set(found OFF)
   if(OMNIBUS_WITH_${upper} AND pkg MATCHES "^cmake:(.*)$")
     set(package ${CMAKE_MATCH_1})

@@ -113,6 +113,33 @@ TEST(Codec, MsgpackDecodeErrorIsCodecError) {
   }
 }
 
+// Found by cpp/fuzz/: 100 kB of nested arrays overflowed the stack, in decode
+// for msgpack (a recursive reader) and in encode for json. Decoding now stops
+// at 512 levels with a CodecError, and what it accepts encodes again.
+TEST(Codec, DeepNestingIsCodecErrorNotStackOverflow) {
+  auto nested_json = [](std::size_t n) { return std::string(n, '[') + std::string(n, ']'); };
+  auto nested_msgpack = [](std::size_t n) { return std::string(n, '\x91') + '\xc0'; };
+  for (const char* name : {"json", "msgpack"}) {
+    auto codec = builtin_codec(name);
+    auto nested = std::string(name) == "json" ? +nested_json : +nested_msgpack;
+    auto deepest = codec->decode(nested(512));
+    EXPECT_EQ(codec->encode(deepest), nested(512)) << name;
+    for (std::size_t n : {513, 100000}) {
+      auto e = error_of([&] { codec->decode(nested(n)); });
+      ASSERT_TRUE(e) << name << " " << n;
+      EXPECT_EQ(e->code(), ErrorCode::Codec);
+      EXPECT_TRUE(has_substr(e->what(), "nests deeper than 512 levels")) << e->what();
+    }
+  }
+  // Objects count as levels too.
+  std::string objects;
+  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(600, '}');
+  auto e = error_of([&] { builtin_codec("json")->decode(objects); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::Codec);
+}
+
 TEST(Utf8, AcceptsValidText) {
   EXPECT_NO_THROW(check_utf8(""));
   EXPECT_NO_THROW(check_utf8("plain ascii"));

@@ -49,6 +49,10 @@ std::optional<std::string> b64_decode(std::string_view in) {
     bool last = i + 4 == in.size();
     if (a < 0 || b < 0 || c == -1 || d == -1 || (c == -2 && d != -2) || ((c == -2 || d == -2) && !last))
       return std::nullopt;
+    // The bits that padding leaves over must be zero (RFC 4648 section 3.5): otherwise
+    // "QR==" would decode like "QQ==", and one key or header would have several
+    // spellings on the wire. Found by cpp/fuzz/base64_fuzz.cpp.
+    if ((c == -2 && (b & 0x0F)) || (c >= 0 && d == -2 && (c & 0x03))) return std::nullopt;
     std::uint32_t v = (a << 18) | (b << 12) | ((c < 0 ? 0 : c) << 6) | (d < 0 ? 0 : d);
     out += char(v >> 16);
     if (c >= 0) out += char((v >> 8) & 0xFF);

@@ -10,7 +10,8 @@
 namespace omnibus {
 
 std::string b64_encode(std::string_view in);
-// nullopt when `in` is not well-formed padded base64.
+// nullopt when `in` is not well-formed padded base64, non-zero pad bits included,
+// so the result encodes back to `in` exactly.
 std::optional<std::string> b64_decode(std::string_view in);
 
 }  // namespace omnibus

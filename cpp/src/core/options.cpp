@@ -97,7 +97,11 @@ OptionValues OptionValues::parse(const std::vector<OptionSpec>& specs,
   auto is_family = [](const OptionSpec& s) { return !s.name.empty() && s.name.back() == '.'; };
   for (const auto& spec : specs)
     if (!is_family(spec)) out.values_[spec.name] = convert(spec, spec.default_value, context);
-  for (const auto& [name, text] : given) {
+  // Plain references, not a structured binding: the lambdas below capture
+  // `name`, which C++17 (and clang before 16, used by the fuzz build) forbids.
+  for (const auto& option : given) {
+    const std::string& name = option.first;
+    const std::string& text = option.second;
     auto it = std::find_if(specs.begin(), specs.end(), [&](const OptionSpec& s) { return s.name == name; });
     if (it == specs.end()) {
       auto fam = std::find_if(specs.begin(), specs.end(), [&](const OptionSpec& s) {
