@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""kafka:// publish throughput beside confluent-kafka, the usual Python client, in one run.
+"""kafka:// publish and consume throughput beside confluent-kafka, the usual Python client, in one run.
 
-100-byte messages into a 1-partition topic, acks=1, linger 5 ms, on a Kafka
-broker that omnibus starts on loopback (or OMNIBUS_KAFKA_URL). Each figure is
-the median of --rounds; the ratio is what to read, the machine is shared.
-Publishing counts as done when every delivery report is in (flush).
+Publish: 100-byte messages into a 1-partition topic, acks=1, linger 5 ms;
+publishing counts as done when every delivery report is in (flush).
+Consume: a backlog of --messages 100-byte messages in a 1-partition topic,
+read from the start by a consumer group: omnibus receive_batch(1000) with
+auto_ack on (acked at hand-over) and off (each batch acked by the loop) beside
+confluent-kafka consume(num_messages=1000) with its default auto commit; the
+clock runs from the subscriber's open to the last message.
+On a Kafka broker that omnibus starts on loopback (or OMNIBUS_KAFKA_URL). Each
+figure is the median of --rounds; the ratio is what to read, the machine is
+shared.
 
-    python benchmarks/bench_kafka.py [--messages 500000] [--rounds 3]
+    python benchmarks/bench_kafka.py [--messages 500000] [--rounds 3] [--only publish|consume]
 """
 
 from __future__ import annotations
@@ -79,13 +85,89 @@ def confluent_produce(base: str, n: int, size: int) -> float | None:
     return n / elapsed
 
 
+def backlog(base: str, n: int, size: int) -> str:
+    topic = f"bench-backlog-{uuid.uuid4().hex[:8]}"
+    with omnibus.publisher(f"{base}/{topic}?acks=1&linger_ms=5&max_pending={n}") as pub:
+        deliveries = [pub.publish_many([b"x" * size] * 1000) for _ in range(n // 1000)]
+        pub.flush()
+    if sum(len(d.failures()) for d in deliveries):
+        raise omnibus.InternalError("the backlog was not written")
+    return topic
+
+
+def omnibus_consume(base: str, topic: str, n: int, auto_ack: bool) -> float:
+    url = f"{base}/{topic}?group=g-{uuid.uuid4().hex[:8]}"
+    got = 0
+    t0 = time.perf_counter()
+    with omnibus.subscriber(url, auto_ack=auto_ack, prefetch=10000) as sub:
+        while got < n:
+            batch = sub.receive_batch(1000, timeout=30)
+            if not batch:
+                raise omnibus.Timeout(f"omnibus read {got} of {n} messages")
+            if not auto_ack:
+                sub.ack(batch)
+            got += len(batch)
+        elapsed = time.perf_counter() - t0
+    return got / elapsed
+
+
+def confluent_consume(base: str, topic: str, n: int) -> float | None:
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        return None
+    bootstrap = base.split("://", 1)[1]
+    got = 0
+    t0 = time.perf_counter()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe([topic])
+        while got < n:
+            msgs = c.consume(num_messages=1000, timeout=30)
+            if not msgs:
+                raise TimeoutError(f"confluent-kafka read {got} of {n} messages")
+            got += sum(1 for m in msgs if m.error() is None)
+        elapsed = time.perf_counter() - t0
+    finally:
+        c.close()
+    return got / elapsed
+
+
+def consume_section(base: str, args: argparse.Namespace) -> None:
+    n = args.messages
+    topic = backlog(base, n, args.size)
+    rows: dict[str, list[float]] = {"omnibus auto_ack": [], "omnibus ack per batch": [], "confluent-kafka": []}
+    for _ in range(args.rounds):  # interleaved, so that a noisy moment hits all three
+        rows["omnibus auto_ack"].append(omnibus_consume(base, topic, n, True))
+        rows["omnibus ack per batch"].append(omnibus_consume(base, topic, n, False))
+        peer = confluent_consume(base, topic, n)
+        if peer is not None:
+            rows["confluent-kafka"].append(peer)
+    print(f"kafka:// consume a backlog of {n:,} x {args.size} B, 1 partition, group from earliest, "
+          f"batches of 1000, median of {args.rounds}")
+    peer_med = statistics.median(rows["confluent-kafka"]) if rows["confluent-kafka"] else None
+    for name, figures in rows.items():
+        if not figures:
+            print(f"  {name:<30}  not installed (pip install confluent-kafka): no peer figure")
+            continue
+        med = statistics.median(figures)
+        ratio = f"  {med / peer_med:.2f}x confluent-kafka" if peer_med and name != "confluent-kafka" else ""
+        print(f"  {name:<30}{med:>12,.0f} msg/s{ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=500_000)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["publish", "consume"])
     args = ap.parse_args()
     with kafka_url() as base:
+        if args.only != "publish":
+            consume_section(base, args)
+        if args.only == "consume":
+            return
         ours = [omnibus_publish_many(base, args.messages, args.size) for _ in range(args.rounds)]
         peer = [confluent_produce(base, args.messages, args.size) for _ in range(args.rounds)]
     med = statistics.median(ours)
