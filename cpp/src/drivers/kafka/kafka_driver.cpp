@@ -458,6 +458,40 @@ class KafkaSender : public Sender {
 
 // ---------------------------------------------------------------- Receiver
 
+// The offsets of one partition delivered and not acked, for the commit point
+// (the lowest of them). They arrive in order but after a nack's seek, so a
+// deque of flags from the lowest outstanding offset on does the work of a
+// std::set without a node allocation per message. Offsets missing from the
+// partition (compaction, transaction markers) are never outstanding; a gap of
+// N offsets behind an outstanding one costs N bytes while it is held.
+class OffsetWindow {
+ public:
+  void add(std::int64_t offset) {
+    if (flags_.empty()) base_ = offset;
+    if (offset < base_) {  // not expected (a seek goes to an outstanding offset), but kept exact
+      flags_.insert(flags_.begin(), static_cast<std::size_t>(base_ - offset), false);
+      base_ = offset;
+    }
+    const auto i = static_cast<std::size_t>(offset - base_);
+    if (i >= flags_.size()) flags_.resize(i + 1, false);
+    flags_[i] = true;
+  }
+  void remove(std::int64_t offset) {
+    if (offset < base_ || static_cast<std::size_t>(offset - base_) >= flags_.size()) return;
+    flags_[static_cast<std::size_t>(offset - base_)] = false;
+    while (!flags_.empty() && !flags_.front()) {
+      flags_.pop_front();
+      ++base_;
+    }
+  }
+  bool empty() const { return flags_.empty(); }
+  std::int64_t lowest() const { return base_; }  // when !empty()
+
+ private:
+  std::deque<bool> flags_;  // flags_[i]: offset base_ + i is outstanding; front() is always true
+  std::int64_t base_ = 0;
+};
+
 class KafkaReceiver : public Receiver, public std::enable_shared_from_this<KafkaReceiver> {
  public:
   KafkaReceiver(const Url& url, const OptionValues& o) : topic_(topic_of(url)), group_(o.get_string("group")) {
@@ -552,7 +586,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
         d->live = false;
         auto pt = parts_.find(p);
         if (pt == parts_.end()) continue;  // revoked meanwhile
-        pt->second.outstanding.erase(offset);
+        pt->second.outstanding.remove(offset);
         touched.insert(p);
       }
       trim_locked();
@@ -608,7 +642,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
 
  private:
   struct Partition {
-    std::set<std::int64_t> outstanding;  // delivered, not acked
+    OffsetWindow outstanding;            // delivered, not acked
     std::int64_t highest = -1;           // highest offset delivered (lowered by a nack's seek)
     std::int64_t seen = -1;              // highest offset ever delivered: above it, a first delivery
     std::int64_t committed = -1;         // next offset committed (exclusive)
@@ -648,7 +682,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
       auto it = parts_.find(p);
       if (it == parts_.end()) continue;
       auto& pt = it->second;
-      std::int64_t point = pt.outstanding.empty() ? pt.highest + 1 : *pt.outstanding.begin();
+      std::int64_t point = pt.outstanding.empty() ? pt.highest + 1 : pt.outstanding.lowest();
       if (point <= 0 || (point <= pt.committed && !again)) continue;
       pt.committed = point;
       pt.redelivered.erase(pt.redelivered.begin(), pt.redelivered.lower_bound(point));
@@ -700,7 +734,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
       std::uint32_t attempt = 1;
       if (m->offset <= pt.seen) attempt += ++pt.redelivered[m->offset];
       pt.seen = std::max(pt.seen, m->offset);
-      pt.outstanding.insert(m->offset);
+      pt.outstanding.add(m->offset);
       pt.highest = std::max(pt.highest, m->offset);
       const std::uint64_t id = first_id_ + window_.size();
       window_.push_back(Delivered{m->partition, m->offset, true});
