@@ -12,7 +12,8 @@ py::list headers_to_python(const Headers& headers) {
 
 void export_message(py::module_& m) {
   py::class_<PyMessage>(m, "Message", py::buffer_protocol(),
-                        "A received message. Thread-safe. ack()/nack() settle it once; later calls are no-ops.")
+                        "A received message. Thread-safe. ack()/nack() settle it once; later calls are no-ops, except nack() of a "
+                        "message that an auto_ack subscriber acked on hand-over, which raises InvalidArgument.")
       .def_buffer([](PyMessage& self) {
         const std::string& p = self.msg->payload();
         return py::buffer_info(const_cast<char*>(p.data()), 1, py::format_descriptor<std::uint8_t>::format(), 1,
@@ -79,14 +80,18 @@ void export_message(py::module_& m) {
             py::gil_scoped_release release;
             self.msg->ack();
           },
-          "Acknowledge: the broker will not deliver it again. Raises Closed when the subscriber is closed.")
+          "Acknowledge: the broker will not deliver it again. Raises Closed when the subscriber is closed. On a "
+          "subscriber with auto_ack=True the message was acked when it was handed over, so ack() does nothing "
+          "(what it asks for already holds).")
       .def(
           "nack",
           [](PyMessage& self) {
             py::gil_scoped_release release;
             self.msg->nack();
           },
-          "Negative-acknowledge: redeliver. Raises Unsupported when the protocol cannot.")
+          "Negative-acknowledge: redeliver. Raises Unsupported when the protocol cannot (capabilities()['nack']), "
+          "InvalidArgument when the subscriber has auto_ack=True: the message was acked when handed over and "
+          "will not come again; open the subscriber with auto_ack=False to get nacked messages redelivered.")
       .def("__len__", [](const PyMessage& self) { return self.msg->payload().size(); })
       .def("__repr__", [](const PyMessage& self) {
         return "<omnibus.Message topic=" + self.msg->topic() + " bytes=" + std::to_string(self.msg->payload().size()) +

@@ -102,7 +102,9 @@ void export_subscriber(py::module_& m) {
             py::gil_scoped_release release;
             Subscriber::ack(list);
           },
-          py::arg("messages"), "Acknowledge one message or an iterable of them, in one call to the driver.")
+          py::arg("messages"),
+          "Acknowledge one message or an iterable of them, in one call to the driver. Settled messages (and "
+          "all messages of an auto_ack=True subscriber) are skipped.")
       .def(
           "nack",
           [](PySubscriber&, py::handle msgs) {
@@ -112,7 +114,8 @@ void export_subscriber(py::module_& m) {
           },
           py::arg("messages"),
           "Negative-acknowledge one message or an iterable of them: redeliver. Raises Unsupported when the "
-          "protocol cannot (see capabilities()['nack']).")
+          "protocol cannot (see capabilities()['nack']), InvalidArgument when a message came from an "
+          "auto_ack=True subscriber (acked on hand-over, it will not come again); nothing is settled then.")
       .def(
           "close",
           [](PySubscriber& s) {

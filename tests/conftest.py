@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 import omnibus
 from omnibus.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from omnibus.testing.brokers._base import Broker, Cluster
 
 _names = itertools.count()
 
@@ -107,6 +109,160 @@ def receive_from(subs: list[omnibus.Subscriber], n: int, timeout: float = 60.0) 
 
     wait_until(step, timeout=timeout, interval=0)
     return got
+
+
+# ---------------------------------------------------------------- leak check
+#
+# Every test leaves no thread, child process or socket behind. What exists
+# once the test's fixtures are set up (session brokers started on first use
+# included) is the baseline, taken by the pytest_runtest_call hookwrapper;
+# after the function fixtures are torn down, check_no_leaks (autouse, so set
+# up first and torn down last) polls until nothing new is left, and fails
+# listing what is. The processes of session-scoped brokers are never a leak:
+# a test may start one late (request.getfixturevalue) or restart one (new
+# pid). Engine threads of omnibus are native, not in threading.enumerate():
+# they show through the sockets they hold.
+
+_LEAK_DEADLINE = 5.0  # s for asynchronous teardown (threads ending, sockets closing)
+
+
+@dataclass(frozen=True)
+class Resources:
+    threads: frozenset[threading.Thread]
+    children: frozenset[int]
+    sockets: frozenset[str]  # "socket:[inode]": an fd number may be reused, the inode not
+
+    @staticmethod
+    def now() -> Resources:
+        return Resources(frozenset(t for t in threading.enumerate() if t.is_alive()),
+                         frozenset(_children()), frozenset(_sockets()))
+
+    def leaked_since(self, before: Resources) -> list[str]:
+        session = _session_broker_pids()
+        out = [f"thread {t.name!r} (daemon={t.daemon}, target={_target(t)})"
+               for t in sorted(self.threads - before.threads, key=lambda t: t.name)]
+        out += [f"child process {pid}: {_cmdline(pid)}" for pid in sorted(self.children - before.children - session)]
+        out += [f"socket {s} (fd {', '.join(map(str, fds))})" for s, fds in sorted(_fds_of(self.sockets - before.sockets).items())]
+        return out
+
+
+def _children() -> set[int]:
+    """Child processes of every thread of this process (a child belongs to the thread that forked it)."""
+    out: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out.update(int(p) for p in f.read().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+def _sockets() -> set[str]:
+    out: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (or the directory's own fd)
+        if link.startswith("socket:"):
+            out.add(link)
+    return out
+
+
+def _fds_of(sockets: frozenset[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {s: [] for s in sockets}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link in out:
+            out[link].append(int(fd))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "(gone)"
+    return (cmd[:200] or "(no command line)") + (" (zombie: never waited for)" if state == "Z" else "")
+
+
+def _target(t: threading.Thread) -> str:
+    fn = getattr(t, "_target", None)
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+_session_values: list[Any] = []  # what session-scoped fixtures returned, brokers among them
+
+
+class _SessionFixtures:
+    """Records session fixtures' values. A plugin of its own, not a hook of this conftest: pytest calls a
+    session fixture's setup hook on the session, which sees only the conftest files at the rootdir."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> Iterator[None]:
+        outcome = yield
+        if fixturedef.scope == "session" and outcome.excinfo is None:
+            _session_values.append(outcome.get_result())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SessionFixtures(), "omnibus-tests-session-fixtures")
+
+
+def _session_broker_pids() -> set[int]:
+    pids: set[int] = set()
+    for v in _session_values:
+        for b in v.nodes if isinstance(v, Cluster) else [v] if isinstance(v, Broker) else []:
+            if b.pid is not None:
+                pids.add(b.pid)
+    return pids
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    item.stash[_BASELINE] = Resources.now()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    if outcome.get_result().failed:
+        item.stash[_FAILED] = True
+
+
+_BASELINE = pytest.StashKey[Resources]()
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def check_no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that leaves a thread, child process or socket behind (see Resources)."""
+    yield
+    node = request.node
+    before = node.stash.get(_BASELINE, None)
+    # A failed test may hold its resources in its traceback; its failure is the report.
+    if before is None or node.stash.get(_FAILED, False):
+        return
+    leaked: list[str] = []
+
+    def settled() -> bool:
+        leaked[:] = Resources.now().leaked_since(before)
+        return not leaked
+
+    if not wait_until(settled, timeout=_LEAK_DEADLINE, interval=0.02):
+        pytest.fail(f"left behind after {_LEAK_DEADLINE:.0f} s:\n  " + "\n  ".join(leaked), pytrace=False)
 
 
 def fault_loops() -> int:

@@ -132,3 +132,23 @@ def test_request_timeout_reaches_the_awaiting_task() -> None:
                 await pub.request(b"silence", timeout=0.2)
 
     run(main())
+
+
+def test_nack_of_an_auto_acked_message_raises() -> None:
+    """The asyncio API settles through the same messages: nack() of an auto-acked one is an error there too."""
+
+    async def main() -> None:
+        async with omnibus.aio.subscriber("mem://aio-autoack") as sub, \
+                omnibus.aio.publisher("mem://aio-autoack") as pub:
+            await pub.publish_and_wait(b"job")
+            msg = await sub.receive(timeout=5)
+            with pytest.raises(omnibus.InvalidArgument, match="auto_ack=False"):
+                await sub.nack(msg)
+            with pytest.raises(omnibus.InvalidArgument, match="auto_ack=False"):
+                msg.nack()
+            await sub.ack(msg)  # already acked on hand-over: a no-op
+            msg.ack()
+            await pub.publish_and_wait(b"sentinel")
+            assert bytes((await sub.receive(timeout=5)).payload) == b"sentinel"
+
+    run(main())

@@ -167,6 +167,71 @@ def test_subscriber_without_exchange_or_queue_is_refused(amqp_url: str) -> None:
         omnibus.subscriber(amqp_url)
 
 
+def tagged(msgs: list[omnibus.Message], tag: bytes) -> list[bytes]:
+    """Payloads of this test's messages: the standard exchanges are shared by every test of the session."""
+    return [bytes(m.payload) for m in msgs if bytes(m.payload).startswith(tag)]
+
+
+def test_standard_fanout_exchange_is_used_with_its_own_type(amqp_url: str) -> None:
+    """amq.fanout exists on every broker as a fanout exchange: it is checked, not (re)declared as a topic
+    exchange (which RabbitMQ refuses with 406), and a group queue gets a name outside the reserved amq. prefix."""
+    group, tag = name("g"), name("m").encode()
+    url = url_of(amqp_url, "amq.fanout")
+    try:
+        with omnibus.subscriber(url) as private, omnibus.subscriber(url_of(amqp_url, "amq.fanout", group=group)) as grp, \
+                omnibus.publisher(url) as pub:
+            assert private.capabilities()["nack"]
+            payloads = [tag + b"-%d" % i for i in range(5)]
+            pub.publish_many(payloads, keys=[b"any-key"] * 5).result(timeout=10)  # fanout ignores the routing key
+            assert tagged(receive_n(private, 5), tag) == payloads
+            got = receive_n(grp, 5)
+            assert tagged(got, tag) == payloads and got[0].topic == "amq.fanout"
+        with pika_connection(amqp_url) as conn:
+            ch = conn.channel()
+            assert ch.queue_declare(f"amq_fanout.{group}", passive=True).method.message_count == 0
+    finally:
+        with pika_connection(amqp_url) as conn:
+            conn.channel().queue_delete(f"amq_fanout.{group}")
+
+
+def test_standard_direct_exchange_routes_by_binding_key(amqp_url: str) -> None:
+    key, group, tag = name("k"), name("g"), name("m").encode()
+    try:
+        with omnibus.subscriber(url_of(amqp_url, "amq.direct", binding_key=key)) as private, \
+                omnibus.subscriber(url_of(amqp_url, "amq.direct", binding_key=key, group=group)) as grp, \
+                omnibus.publisher(url_of(amqp_url, "amq.direct")) as pub:
+            pub.publish(tag + b"-1", key=key.encode()).result(timeout=10)
+            with pytest.raises(omnibus.NotFound, match="unroutable"):  # mandatory: nothing is bound to this key
+                pub.publish(tag + b"-2", key=b"unbound-" + key.encode()).result(timeout=10)
+            pub.publish(tag + b"-3", key=key.encode()).result(timeout=10)
+            for sub in (private, grp):
+                got = receive_n(sub, 2)
+                assert tagged(got, tag) == [tag + b"-1", tag + b"-3"] and got[0].key == key.encode()
+                assert sub.receive_batch(10, timeout=0.3) == []
+    finally:
+        with pika_connection(amqp_url) as conn:
+            conn.channel().queue_delete(f"amq_direct.{group}")
+
+
+@pytest.mark.parametrize("exchange", ["amq.topic", "amq.headers", "amq.match"])
+def test_other_standard_exchanges_open_with_their_own_type(amqp_url: str, exchange: str) -> None:
+    with omnibus.publisher(url_of(amqp_url, exchange, mandatory=False)) as pub:
+        pub.publish(b"nobody listens").result(timeout=10)
+
+
+def test_a_type_other_than_the_standard_exchanges_own_is_invalid(amqp_url: str) -> None:
+    with pytest.raises(omnibus.InvalidArgument, match="amq.fanout is the broker's standard fanout exchange"):
+        omnibus.publisher(url_of(amqp_url, "amq.fanout", exchange_type="topic"))
+    with omnibus.publisher(url_of(amqp_url, "amq.fanout", exchange_type="fanout", declare=False)):
+        pass  # its own type, given or not, and a passive check as with declare=false
+
+
+def test_a_reserved_name_that_does_not_exist_is_not_found(amqp_url: str) -> None:
+    """Every amq.* name is the broker's: it is checked, never created (RabbitMQ would refuse with 403)."""
+    with pytest.raises(omnibus.NotFound, match="amq.missing-"):
+        omnibus.publisher(url_of(amqp_url, name("amq.missing")))
+
+
 # ---------------------------------------------------------------- confirms, returns, limits
 
 

@@ -182,6 +182,31 @@ def test_ack_nack_redelivery(target: Target) -> None:
         assert bytes(sub.receive(timeout=10).payload) == b"sentinel"
 
 
+def test_nack_of_an_auto_acked_message_raises_instead_of_doing_nothing(target: Target) -> None:
+    """auto_ack=True acks on hand-over: a later nack() cannot bring the message back, so it says so
+    (InvalidArgument, pointing at auto_ack=False) rather than returning as if it would. ack() holds
+    already and is a no-op. Where the protocol has no nack at all, nack() is Unsupported as for any message."""
+    nackable = bool(target.capabilities()["nack"])
+    url = target.url()
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"job").result(timeout=10)
+        msg = sub.receive(timeout=10)
+        assert msg.settled and sub.auto_ack
+        if nackable:
+            with pytest.raises(omnibus.InvalidArgument, match="auto_ack=True.*auto_ack=False"):
+                msg.nack()
+            with pytest.raises(omnibus.InvalidArgument, match="auto_ack"):
+                sub.nack([msg])
+        else:
+            with pytest.raises(omnibus.Unsupported, match="nack"):
+                msg.nack()
+        msg.ack()
+        sub.ack([msg])
+        # Nothing was redelivered: the next message is the sentinel.
+        pub.publish(b"sentinel").result(timeout=10)
+        assert bytes(sub.receive(timeout=10).payload) == b"sentinel"
+
+
 def test_batch_ack_and_nack(target: Target) -> None:
     require(target, "nack")
     url = target.url()

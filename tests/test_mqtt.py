@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import socket
@@ -61,6 +62,11 @@ class LineReader:
         self._thread = threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True)
         self._thread.start()
 
+    def join(self, timeout: float = 10) -> None:
+        """Wait for the reader to see EOF (the child exited); its pipe may be closed after that, not before."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the child's stdout did not end"
+
     def until(self, predicate, timeout: float = 15) -> str:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
         while True:
@@ -78,7 +84,7 @@ class LineReader:
 @pytest.fixture
 def mosquitto_sub(mqtt_url: str) -> Iterator:  # type: ignore[type-arg]
     """Starts mosquitto_sub (MQTT 5, debug output) on a topic; yields (reader) once it has its SUBACK."""
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[tuple[subprocess.Popen[str], LineReader]] = []
 
     def start(t: str, *extra: str) -> LineReader:
         host, port = host_port(mqtt_url)
@@ -88,15 +94,16 @@ def mosquitto_sub(mqtt_url: str) -> Iterator:  # type: ignore[type-arg]
              "-F", "MSG|%t|%q|%p|%P", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        procs.append(proc)
         reader = LineReader(proc)
+        procs.append((proc, reader))
         reader.until(lambda line: "received SUBACK" in line)
         return reader
 
     yield start
-    for p in procs:
+    for p, reader in procs:
         p.terminate()
         p.wait(timeout=10)
+        reader.join()
         if p.stdout is not None:
             p.stdout.close()
 
@@ -501,20 +508,27 @@ class SilentBroker:
         self.port = self.sock.getsockname()[1]
         self.received: list[list[bytes]] = []
         self.threads: list[threading.Thread] = []
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
         self.closed = False
         self.acceptor = threading.Thread(target=self._accept, daemon=True)
         self.acceptor.start()
 
     def _accept(self) -> None:
-        while not self.closed:
+        while True:
             try:
                 conn, _ = self.sock.accept()
-            except OSError:
+            except OSError:  # close() shut the listening socket down
                 return
-            got: list[bytes] = []
-            self.received.append(got)
-            t = threading.Thread(target=self._serve, args=(conn, got, len(self.received) > 1), daemon=True)
-            self.threads.append(t)
+            with self.lock:
+                if self.closed:
+                    conn.close()
+                    return
+                got: list[bytes] = []
+                self.received.append(got)
+                self.conns.append(conn)
+                t = threading.Thread(target=self._serve, args=(conn, got, len(self.received) > 1), daemon=True)
+                self.threads.append(t)
             t.start()
 
     @staticmethod
@@ -570,10 +584,18 @@ class SilentBroker:
             return
 
     def close(self) -> None:
-        self.closed = True
-        self.sock.close()
-        for t in self.threads:
+        """Stops accepting and serving, and joins every thread. Closing a socket does not wake a thread
+        blocked in accept() or recv() on it (Linux); shutting it down does."""
+        with self.lock:
+            self.closed = True
+            conns, threads = list(self.conns), list(self.threads)
+        for s in (self.sock, *conns):
+            with contextlib.suppress(OSError):  # already shut down by its peer
+                s.shutdown(socket.SHUT_RDWR)
+        for t in (self.acceptor, *threads):
             t.join(timeout=5)
+            assert not t.is_alive(), f"{t.name} of the silent broker did not end"
+        self.sock.close()
 
 
 def test_publisher_replaces_a_client_that_gets_no_acknowledgement() -> None:

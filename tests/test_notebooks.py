@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 
 import pytest
@@ -17,6 +18,9 @@ def test_notebook_runs(path: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: 
     monkeypatch.setenv("OMNIBUS_NOTEBOOK_MESSAGES", "500")  # the comparison notebook's workload, kept small
     nb = nbformat.read(str(path), as_version=4)
     # Run where files it writes (plots) land in a temporary directory, not in the checkout.
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    # On an event loop of its own that ends with the test: execute() would run on one that jupyter_core
+    # keeps for the thread and never closes (its self-pipe sockets outlive the test).
+    asyncio.run(client.async_execute())
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors

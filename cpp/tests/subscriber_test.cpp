@@ -104,6 +104,59 @@ TEST(Subscriber, AutoAckAcksEachReceivedBatchInOneCall) {
   EXPECT_EQ(r.receiver->ack_calls().size(), 1u);
 }
 
+// nack() of an auto-acked message used to be a silent no-op: the caller
+// believed it would come again, and it never did.
+TEST(Subscriber, NackOfAnAutoAckedMessageIsAnErrorThatSaysWhy) {
+  Rig r(config(true), {"a", "b"});
+  ASSERT_TRUE(eventually([&] { return r.sub->buffered() == 2; }));
+  auto got = r.sub->receive_batch(2, kPatience);
+  ASSERT_EQ(got.size(), 2u);
+  for (const auto& m : got) EXPECT_TRUE(m->auto_acked());
+
+  auto e = error_of([&] { got[0]->nack(); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(has_substr(e->what(), "auto_ack=True"));
+  EXPECT_TRUE(has_substr(e->what(), "auto_ack=False"));
+  e = error_of([&] { Subscriber::nack(got); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(r.receiver->nack_calls().empty());
+
+  // ack() asks for what already holds: a no-op that reaches no driver.
+  got[1]->ack();
+  Subscriber::ack(got);
+  EXPECT_EQ(r.receiver->ack_calls(), (Ids{ids_of(got)}));
+  for (const auto& m : got) EXPECT_TRUE(m->auto_acked());
+}
+
+TEST(Subscriber, NackOfAnAutoAckedMessageWhereTheProtocolCannotNackIsUnsupported) {
+  Rig r(config(true), {"a"}, /*can_nack=*/false);
+  auto got = receive_n(*r.sub, 1);
+  ASSERT_EQ(got.size(), 1u);
+  auto e = error_of([&] { got[0]->nack(); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::Unsupported);
+  EXPECT_TRUE(has_substr(e->what(), "nack is not supported"));
+}
+
+TEST(Subscriber, ABatchNackWithOneAutoAckedMessageSettlesNothing) {
+  Rig manual(config(false), {"m"});
+  Rig automatic(config(true), {"a"});
+  auto mixed = receive_n(*manual.sub, 1);
+  auto a = receive_n(*automatic.sub, 1);
+  ASSERT_EQ(mixed.size(), 1u);
+  ASSERT_EQ(a.size(), 1u);
+  mixed.push_back(a[0]);
+  auto e = error_of([&] { Subscriber::nack(mixed); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+  EXPECT_FALSE(mixed[0]->settled());
+  EXPECT_TRUE(manual.receiver->nack_calls().empty());
+  mixed[0]->nack();
+  EXPECT_EQ(manual.receiver->nack_calls(), (Ids{{mixed[0]->ack_id()}}));
+}
+
 TEST(Subscriber, ManualAckLeavesMessagesToTheApplication) {
   Rig r(config(false), {"a", "b"});
   auto got = receive_n(*r.sub, 2);

@@ -122,8 +122,10 @@ def subscriber(url: str, *, codec: CodecLike = "raw", **options: OptionValue) ->
 
     Portable options: prefetch (messages fetched ahead), auto_ack (default
     True: a message is acked when handed to you; False: call msg.ack() or
-    msg.nack() yourself for at-least-once processing). mem:// adds group (competing
-    consumers) and ack_deadline_ms.
+    msg.nack() yourself for at-least-once processing). With auto_ack, msg.ack()
+    is a no-op and msg.nack() raises InvalidArgument: the message was acked on
+    hand-over and will not come again. mem:// adds group (competing consumers)
+    and ack_deadline_ms.
     """
     return Subscriber(url, option_pairs(options), resolve_codec(codec))
 

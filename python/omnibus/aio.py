@@ -184,9 +184,12 @@ class Subscriber:
             self._stash.extend(cf.result())
 
     async def ack(self, messages: Message | Iterable[Message]) -> None:
+        """Acknowledge; a no-op for messages already settled, as every message of an auto_ack subscriber is."""
         self.sync.ack(messages)
 
     async def nack(self, messages: Message | Iterable[Message]) -> None:
+        """Redeliver. Raises omnibus.Unsupported where the protocol cannot, omnibus.InvalidArgument when the
+        subscriber has auto_ack=True (its messages were acked on hand-over; use auto_ack=False)."""
         self.sync.nack(messages)
 
     async def close(self) -> None:

@@ -35,7 +35,9 @@ class Receiver;
 
 // A received message. Shared between the subscriber's buffer and the user;
 // ack()/nack() are thread-safe and settle the message once (later calls are
-// no-ops, so an auto-acked or already-acked message can be acked again harmlessly).
+// no-ops, so an already-acked message can be acked again harmlessly). A
+// message that an auto_ack subscriber acked on hand-over cannot be nacked:
+// nack() throws instead of doing nothing, since it would never come again.
 class Message {
  public:
   // `reply_to`: the requester's reply address when the message was sent with
@@ -61,14 +63,25 @@ class Message {
   // Acknowledge / negatively acknowledge (redeliver where the driver can).
   // Non-blocking for mem://; may block briefly on a network driver. Throws
   // Closed when the subscriber was closed, Unsupported (nack) when the
-  // protocol cannot redeliver.
+  // protocol cannot redeliver. ack() of an auto-acked message is a no-op (it
+  // is acked, as asked); nack() of one throws InvalidArgument
+  // (check_nackable()).
   void ack();
   void nack();
   // True once ack() or nack() ran (or the subscriber auto-acked it).
-  bool settled() const noexcept { return settled_.load(std::memory_order_acquire); }
+  bool settled() const noexcept { return state_.load(std::memory_order_acquire) != kUnsettled; }
+  // True when an auto_ack subscriber acked it on hand-over.
+  bool auto_acked() const noexcept { return state_.load(std::memory_order_acquire) == kAutoAcked; }
   // Marks the message settled without telling the driver; returns false when
   // it already was. Used by batch ack paths.
-  bool mark_settled() noexcept { return !settled_.exchange(true, std::memory_order_acq_rel); }
+  bool mark_settled() noexcept { return claim(kSettled); }
+  // As mark_settled(), remembering that the subscriber settled it on
+  // hand-over (auto_ack), not the application.
+  bool mark_auto_acked() noexcept { return claim(kAutoAcked); }
+  // Throws InvalidArgument when the message was auto-acked (a nack could not
+  // bring it back), or Unsupported first when the protocol cannot nack at
+  // all, so that the advice in the error holds. Used before any nack.
+  void check_nackable() const;
   // Answers a request: sends `reply` to reply_to() through the receiver this
   // message came from. Independent of ack (a reply does not settle the
   // message). Thread-safe; may block briefly on a network driver. Throws
@@ -84,7 +97,13 @@ class Message {
   std::shared_ptr<Receiver> receiver_;
   std::uint64_t ack_id_;
   std::string reply_to_;
-  std::atomic<bool> settled_{false};
+
+  static constexpr std::uint8_t kUnsettled = 0, kSettled = 1, kAutoAcked = 2;
+  bool claim(std::uint8_t to) noexcept {
+    std::uint8_t expected = kUnsettled;
+    return state_.compare_exchange_strong(expected, to, std::memory_order_acq_rel);
+  }
+  std::atomic<std::uint8_t> state_{kUnsettled};
 };
 
 using MessagePtr = std::shared_ptr<Message>;

@@ -42,7 +42,10 @@ class Subscriber {
   // the fetch thread failed. Thread-safe.
   std::vector<MessagePtr> receive_batch(std::size_t max, Clock::duration timeout);
 
-  // Batch ack/nack: one driver call per receiver. Thread-safe.
+  // Batch ack/nack: one driver call per receiver. Thread-safe. ack() skips
+  // settled messages (auto-acked ones included). nack() throws before
+  // settling anything when a message was auto-acked (InvalidArgument, see
+  // Message::check_nackable) or a receiver cannot nack (Unsupported).
   static void ack(const std::vector<MessagePtr>& msgs);
   static void nack(const std::vector<MessagePtr>& msgs);
   // Answers a request (Message::reply): sends `reply` to msg.reply_to(). The
@@ -64,6 +67,7 @@ class Subscriber {
 
  private:
   void run();
+  static void auto_ack(const std::vector<MessagePtr>& msgs);
 
   std::shared_ptr<Receiver> receiver_;
   SubscriberConfig config_;

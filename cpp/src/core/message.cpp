@@ -63,14 +63,30 @@ void Message::ack() {
   if (mark_settled() && receiver_) receiver_->ack({ack_id_});
 }
 
+void Message::check_nackable() const {
+  if (!auto_acked()) return;
+  // Where the protocol has no nack at all, auto_ack=False would not help:
+  // say what the receiver itself says for any message.
+  if (receiver_ && !receiver_->capabilities().nack)
+    throw Error(ErrorCode::Unsupported,
+                "nack is not supported by this protocol/configuration (capabilities().nack is False); "
+                "the message on " + printable(topic_) + " was acked when the subscriber handed it over (auto_ack)");
+  throw Error(ErrorCode::InvalidArgument,
+              "cannot nack the message on " + printable(topic_) +
+                  ": its subscriber has auto_ack=True, so it was acked when handed over and will not be "
+                  "delivered again; open the subscriber with auto_ack=False to ack()/nack() messages yourself "
+                  "and get nacked ones redelivered");
+}
+
 void Message::nack() {
+  check_nackable();
   if (!mark_settled()) return;
   try {
     if (receiver_) receiver_->nack({ack_id_});
   } catch (...) {
     // A protocol that cannot nack throws Unsupported; the message stays
     // unsettled so that the caller can still ack it.
-    settled_.store(false, std::memory_order_release);
+    state_.store(kUnsettled, std::memory_order_release);
     throw;
   }
 }

@@ -97,20 +97,26 @@ std::vector<MessagePtr> Subscriber::receive_batch(std::size_t max, Clock::durati
     }
     space_cv_.notify_one();
   }
-  if (config_.auto_ack) ack(out);
+  if (config_.auto_ack) auto_ack(out);
   return out;
 }
 
 namespace {
 using ByReceiver = std::vector<std::pair<std::shared_ptr<Receiver>, std::vector<std::uint64_t>>>;
 
+enum class Mark { No, Settled, AutoAcked };
+
 // Groups the unsettled messages by receiver so that each gets one call. A
 // batch nearly always comes from one receiver: a linear scan beats a map.
-ByReceiver group_unsettled(const std::vector<MessagePtr>& msgs, bool mark) {
+
+ByReceiver group_unsettled(const std::vector<MessagePtr>& msgs, Mark mark) {
   ByReceiver by;
   for (const auto& m : msgs) {
     if (!m || !m->receiver()) continue;
-    if (mark ? !m->mark_settled() : m->settled()) continue;
+    const bool taken = mark == Mark::No          ? !m->settled()
+                       : mark == Mark::Settled ? m->mark_settled()
+                                               : m->mark_auto_acked();
+    if (!taken) continue;
     auto it = std::find_if(by.begin(), by.end(), [&](const auto& slot) { return slot.first == m->receiver(); });
     if (it == by.end()) {
       by.emplace_back(m->receiver(), std::vector<std::uint64_t>{});
@@ -124,11 +130,21 @@ ByReceiver group_unsettled(const std::vector<MessagePtr>& msgs, bool mark) {
 }  // namespace
 
 void Subscriber::ack(const std::vector<MessagePtr>& msgs) {
-  for (auto& [receiver, ids] : group_unsettled(msgs, true)) receiver->ack(ids);
+  for (auto& [receiver, ids] : group_unsettled(msgs, Mark::Settled)) receiver->ack(ids);
+}
+
+// Marked as auto-acked, not merely settled, so that a later nack() says why
+// it cannot redeliver instead of doing nothing.
+void Subscriber::auto_ack(const std::vector<MessagePtr>& msgs) {
+  for (auto& [receiver, ids] : group_unsettled(msgs, Mark::AutoAcked)) receiver->ack(ids);
 }
 
 void Subscriber::nack(const std::vector<MessagePtr>& msgs) {
-  auto by = group_unsettled(msgs, false);
+  // Before anything is settled: an auto-acked message in the batch fails the
+  // whole call, as a receiver that cannot nack does.
+  for (const auto& m : msgs)
+    if (m) m->check_nackable();
+  auto by = group_unsettled(msgs, Mark::No);
   for (auto& [receiver, _] : by) {
     if (!receiver->capabilities().nack)
       throw Error(ErrorCode::Unsupported,

@@ -9,6 +9,13 @@
 // Declarations: the exchange is declared (type exchange_type, default topic,
 // durable) unless declare=false, which checks it passively instead: a missing
 // exchange or queue is then NotFound. The default exchange is never declared.
+// Names starting with "amq." are reserved for the broker's own exchanges
+// (AMQP 0-9-1, 3.1.3.1; RabbitMQ refuses to declare them and rejects a type
+// other than theirs with 406), so they are only checked, never declared. The
+// standard ones carry their own type: amq.direct, amq.fanout, amq.topic,
+// amq.headers and amq.match (headers); exchange_type= naming another type is
+// InvalidArgument. Queue names starting with "amq." are reserved too, so a
+// group queue on amq.X is named "amq_X.GROUP".
 // Queue arguments are the option family arg.<name>=value (x-dead-letter-
 // exchange, x-max-length, x-queue-type, ...): a value that reads as a decimal
 // integer travels as a signed 64-bit integer, true/false as a boolean, anything
@@ -110,6 +117,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <thread>
@@ -383,6 +391,7 @@ struct Topology {
   std::string exchange;
   std::string exchange_type;
   bool declare = true;
+  bool reserved_exchange = false;  // "amq.*": the broker's own, checked passively
   bool durable = true;
   std::string queue;  // named queue to declare and bind ("" none)
   bool private_queue = false;
@@ -394,10 +403,14 @@ struct Topology {
   // Returns the queue name (the server's for a private queue).
   std::string apply(amqp_connection_state_t c, const std::string& where) const {
     if (!exchange.empty()) {
-      amqp_exchange_declare(c, kChannel, bytes_of(exchange), bytes_of(exchange_type), !declare, durable, 0, 0,
+      const bool passive = !declare || reserved_exchange;
+      amqp_exchange_declare(c, kChannel, bytes_of(exchange), bytes_of(exchange_type), passive, durable, 0, 0,
                             amqp_empty_table);
-      check_rpc(c, (declare ? "declaring " : "checking ") + exchange_type + " exchange " + printable(exchange) +
-                       " on " + where + (declare ? "" : " (declare=false: it must exist)"));
+      check_rpc(c, (passive ? "checking " : "declaring ") + exchange_type + " exchange " + printable(exchange) +
+                       " on " + where +
+                       (reserved_exchange ? " (a name starting with amq. is the broker's own: it must exist)"
+                        : declare         ? ""
+                                          : " (declare=false: it must exist)"));
     }
     if (queue.empty() && !private_queue) return {};
     TableBuilder qargs;
@@ -418,10 +431,33 @@ struct Topology {
   }
 };
 
+// The exchanges every broker declares itself, with their types.
+std::optional<std::string> standard_exchange_type(const std::string& name) {
+  static const std::pair<const char*, const char*> kStandard[] = {
+      {"amq.direct", "direct"}, {"amq.fanout", "fanout"}, {"amq.topic", "topic"},
+      {"amq.headers", "headers"}, {"amq.match", "headers"}};
+  for (const auto& [n, type] : kStandard)
+    if (name == n) return std::string(type);
+  return std::nullopt;
+}
+
+constexpr std::string_view kReservedPrefix = "amq.";
+
+bool reserved_name(const std::string& name) { return name.compare(0, kReservedPrefix.size(), kReservedPrefix) == 0; }
+
 Topology topology(const Url& url, const OptionValues& o, bool receiver) {
   Topology t;
   t.exchange = url.path;
   t.exchange_type = o.get_string("exchange_type");
+  t.reserved_exchange = reserved_name(t.exchange);
+  if (auto type = standard_exchange_type(t.exchange)) {
+    if (o.was_given("exchange_type") && t.exchange_type != *type)
+      throw Error(ErrorCode::InvalidArgument,
+                  "amqp:// URL '" + url.text + "': " + t.exchange + " is the broker's standard " + *type +
+                      " exchange, not a " + t.exchange_type + " one (drop exchange_type=, or name an exchange of "
+                      "your own in the path)");
+    t.exchange_type = *type;
+  }
   t.declare = o.get_bool("declare");
   t.durable = o.get_bool("durable");
   t.queue = o.get_string("queue");
@@ -431,7 +467,11 @@ Topology topology(const Url& url, const OptionValues& o, bool receiver) {
   t.bind_args = o.family("bind.");
   if (receiver) {
     const std::string& group = o.get_string("group");
-    if (t.queue.empty() && !group.empty()) t.queue = t.exchange.empty() ? group : t.exchange + "." + group;
+    if (t.queue.empty() && !group.empty()) {
+      // "amq.X.G" would be refused (reserved prefix): amq.fanout's group G is "amq_fanout.G".
+      const std::string base = t.reserved_exchange ? "amq_" + t.exchange.substr(kReservedPrefix.size()) : t.exchange;
+      t.queue = t.exchange.empty() ? group : base + "." + group;
+    }
     t.private_queue = t.queue.empty();
     if (t.private_queue && t.exchange.empty())
       throw Error(ErrorCode::InvalidArgument,
@@ -1167,7 +1207,9 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
 std::vector<OptionSpec> common_options() {
   return {
       {"vhost", OptionType::String, "/", "virtual host (the URL path is the exchange, so the vhost is an option)"},
-      {"exchange_type", OptionType::Choice, "topic", "type of the exchange when declared or checked",
+      {"exchange_type", OptionType::Choice, "topic",
+       "type of the exchange when declared or checked (amq.direct, amq.fanout, amq.topic, amq.headers and "
+       "amq.match have their own)",
        {"direct", "topic", "fanout", "headers"}},
       {"declare", OptionType::Bool, "true",
        "declare the exchange (and a named queue); false: check that they exist (NotFound when missing)"},
