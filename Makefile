@@ -134,7 +134,7 @@ bench: py-install
 # build/fuzz/<target>_fuzz <file>.
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := url json msgpack base64 text
+FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope amqp_envelope
 
 fuzz: apt-deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DOMNIBUS_BUILD_FUZZ=ON \
@@ -152,7 +152,7 @@ fuzz: apt-deps
 			result=FAILED; failed="$$failed $$t"; tail -n 60 $$log; \
 		fi; \
 		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
-		summary="$$summary$$(printf '%-8s %12s executions  %s' $$t "$${runs:-?}" $$result)\n"; \
+		summary="$$summary$$(printf '%-14s %12s executions  %s' $$t "$${runs:-?}" $$result)\n"; \
 	done; \
 	printf "fuzz summary:\n$$summary"; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in build/fuzz/artifacts/)"; exit 1; fi

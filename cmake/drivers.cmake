@@ -36,6 +36,8 @@ function(omnibus_driver name pkg apt target)
     message(STATUS "omnibus: ${name}:// native library ${pkg} ${OMNIBUS_${upper}_VERSION} found")
     target_compile_definitions(omnibus_core PRIVATE OMNIBUS_HAVE_${upper}=1)
     file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cpp/src/drivers/${name}/*.cpp)
+    # envelope.cpp needs no native library: CMakeLists.txt always builds it.
+    list(FILTER sources EXCLUDE REGEX "/envelope\\.cpp$")
     if(sources)
       if(NOT target)
         set(target PkgConfig::OMNIBUS_${upper})

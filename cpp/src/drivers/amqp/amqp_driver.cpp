@@ -100,6 +100,8 @@
 
 #include "drivers/amqp/amqp_driver.hpp"
 
+#include "drivers/amqp/envelope.hpp"
+
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <netinet/in.h>
@@ -133,7 +135,6 @@ using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr amqp_channel_t kChannel = 1;
-constexpr std::string_view kKeyHeader = "omnibus-key";
 constexpr int kFrameMax = 131072;  // RabbitMQ's default frame_max
 constexpr auto kBackoffMin = 100ms;
 constexpr auto kBackoffMax = 5000ms;
@@ -273,37 +274,49 @@ struct TableBuilder {
   amqp_table_t table() { return amqp_table_t{static_cast<int>(entries.size()), entries.empty() ? nullptr : entries.data()}; }
 };
 
-std::string field_text(const amqp_field_value_t& v) {
+// A received field as the envelope reads it (envelope.hpp).
+detail::amqp::Scalar to_scalar(const amqp_field_value_t& v) {
   switch (v.kind) {
     case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES:
       return str(v.value.bytes);
+    case AMQP_FIELD_KIND_BYTES:
+      return detail::amqp::Binary{str(v.value.bytes)};
     case AMQP_FIELD_KIND_BOOLEAN:
-      return v.value.boolean ? "true" : "false";
+      return v.value.boolean != 0;
     case AMQP_FIELD_KIND_I8:
-      return std::to_string(v.value.i8);
+      return std::int64_t{v.value.i8};
     case AMQP_FIELD_KIND_U8:
-      return std::to_string(v.value.u8);
+      return std::int64_t{v.value.u8};
     case AMQP_FIELD_KIND_I16:
-      return std::to_string(v.value.i16);
+      return std::int64_t{v.value.i16};
     case AMQP_FIELD_KIND_U16:
-      return std::to_string(v.value.u16);
+      return std::int64_t{v.value.u16};
     case AMQP_FIELD_KIND_I32:
-      return std::to_string(v.value.i32);
+      return std::int64_t{v.value.i32};
     case AMQP_FIELD_KIND_U32:
-      return std::to_string(v.value.u32);
+      return std::int64_t{v.value.u32};
     case AMQP_FIELD_KIND_I64:
     case AMQP_FIELD_KIND_TIMESTAMP:
-      return std::to_string(v.value.i64);
+      return std::int64_t{v.value.i64};
     case AMQP_FIELD_KIND_U64:
-      return std::to_string(v.value.u64);
+      return std::uint64_t{v.value.u64};
     case AMQP_FIELD_KIND_F32:
-      return std::to_string(v.value.f32);
+      return double{v.value.f32};
     case AMQP_FIELD_KIND_F64:
-      return std::to_string(v.value.f64);
+      return double{v.value.f64};
     default:
-      return std::string();
+      return detail::amqp::Void{};
   }
+}
+
+detail::amqp::Field to_field(const amqp_field_value_t& v) {
+  if (v.kind == AMQP_FIELD_KIND_TABLE) return detail::amqp::NestedTable{};
+  if (v.kind == AMQP_FIELD_KIND_ARRAY) {
+    detail::amqp::Array array;
+    for (int k = 0; k < v.value.array.num_entries; ++k) array.items.push_back(to_scalar(v.value.array.entries[k]));
+    return array;
+  }
+  return std::visit([](auto&& s) -> detail::amqp::Field { return std::move(s); }, to_scalar(v));
 }
 
 // ---------------------------------------------------------------- settings
@@ -707,24 +720,20 @@ class AmqpSender : public Sender {
       job->fn(i, &e);
       return;
     }
-    const bool key_as_rk = m.key && !m.key->empty() && !fixed_key_;
-    const std::string& rk = key_as_rk ? *m.key : routing_key_;
+    const std::string& rk = detail::amqp::key_is_routing_key(m, fixed_key_) ? *m.key : routing_key_;
     amqp_basic_properties_t props{};
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
     props.delivery_mode = persistent_ ? 2 : 1;
-    props.timestamp = static_cast<std::uint64_t>((m.timestamp_ms ? m.timestamp_ms : now_ms()) / 1000);
-    const bool key_header = m.key && !key_as_rk;
+    props.timestamp = detail::amqp::timestamp_seconds(m.timestamp_ms ? m.timestamp_ms : now_ms());
     entries_.clear();
-    if (key_header || !m.headers.empty()) {
-      auto add = [&](std::string_view name, const std::string& value) {
-        amqp_table_entry_t e{};
-        e.key = bytes_of(name);
-        e.value.kind = AMQP_FIELD_KIND_UTF8;
-        e.value.value.bytes = bytes_of(value);
-        entries_.push_back(e);
-      };
-      if (key_header) add(kKeyHeader, *m.key);
-      for (const auto& [k, v] : m.headers) add(k, v);
+    detail::amqp::encode_headers(m, fixed_key_, [&](std::string_view name, const std::string& value) {
+      amqp_table_entry_t e{};
+      e.key = bytes_of(name);
+      e.value.kind = AMQP_FIELD_KIND_UTF8;
+      e.value.value.bytes = bytes_of(value);
+      entries_.push_back(e);
+    });
+    if (!entries_.empty()) {
       props._flags |= AMQP_BASIC_HEADERS_FLAG;
       props.headers = amqp_table_t{static_cast<int>(entries_.size()), entries_.data()};
     }
@@ -784,7 +793,7 @@ class AmqpSender : public Sender {
         for (auto& u : unconfirmed_) {
           if (u.done || u.returned) continue;
           const OutMessage& om = (*u.job->batch)[u.index];
-          const bool key_as_rk = om.key && !om.key->empty() && !fixed_key_;
+          const bool key_as_rk = detail::amqp::key_is_routing_key(om, fixed_key_);
           if ((key_as_rk ? *om.key : routing_key_) == rk && *om.payload == body) {
             u.returned = true;
             u.return_text = text;
@@ -825,7 +834,7 @@ class AmqpSender : public Sender {
   void report(Unconfirmed& u, bool nacked) {
     const OutMessage& m = (*u.job->batch)[u.index];
     if (u.returned) {
-      const bool key_as_rk = m.key && !m.key->empty() && !fixed_key_;
+      const bool key_as_rk = detail::amqp::key_is_routing_key(m, fixed_key_);
       Error e(ErrorCode::NotFound, "unroutable: no queue is bound to exchange " + printable(topo_.exchange) +
                                        " for routing key " + printable(key_as_rk ? *m.key : routing_key_) +
                                        " (basic.return " + u.return_text + "; mandatory=true)",
@@ -1149,30 +1158,19 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
     Delivery d;
     d.data.payload = make_bytes(str(env.message.body));
     const auto& p = env.message.properties;
-    std::uint32_t attempt = env.redelivered ? 2 : 1;
-    bool keyed = false;
+    detail::amqp::ReceivedTable table;
     if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
-      for (int i = 0; i < p.headers.num_entries; ++i) {
-        const auto& e = p.headers.entries[i];
-        std::string name = str(e.key);
-        if (name == kKeyHeader && !keyed) {
-          d.data.key = field_text(e.value);
-          keyed = true;
-          continue;
-        }
-        if (name == "x-delivery-count" && e.value.kind != AMQP_FIELD_KIND_UTF8) {
-          attempt = static_cast<std::uint32_t>(std::stoll(field_text(e.value))) + 1;
-        }
-        if (e.value.kind == AMQP_FIELD_KIND_ARRAY) {
-          for (int k = 0; k < e.value.value.array.num_entries; ++k)
-            d.data.headers.emplace_back(name, field_text(e.value.value.array.entries[k]));
-        } else if (e.value.kind != AMQP_FIELD_KIND_TABLE) {
-          d.data.headers.emplace_back(std::move(name), field_text(e.value));
-        }
-      }
+      table.reserve(static_cast<std::size_t>(p.headers.num_entries));
+      for (int i = 0; i < p.headers.num_entries; ++i)
+        table.emplace_back(str(p.headers.entries[i].key), to_field(p.headers.entries[i].value));
     }
-    if (!keyed && env.routing_key.len) d.data.key = str(env.routing_key);
-    d.data.timestamp_ms = (p._flags & AMQP_BASIC_TIMESTAMP_FLAG) ? static_cast<std::int64_t>(p.timestamp) * 1000 : now_ms();
+    auto e = detail::amqp::decode(table, std::string_view(static_cast<const char*>(env.routing_key.bytes), env.routing_key.len),
+                                  (p._flags & AMQP_BASIC_TIMESTAMP_FLAG) ? std::optional<std::uint64_t>(p.timestamp)
+                                                                         : std::nullopt);
+    d.data.key = std::move(e.key);
+    d.data.headers = std::move(e.headers);
+    d.data.timestamp_ms = e.timestamp_ms ? *e.timestamp_ms : now_ms();
+    const std::uint32_t attempt = e.attempt ? *e.attempt : (env.redelivered ? 2 : 1);
     d.topic = env.exchange.len ? str(env.exchange) : queue_;
     d.attempt = attempt;
     outstanding_.insert(env.delivery_tag);

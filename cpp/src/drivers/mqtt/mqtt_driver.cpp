@@ -33,15 +33,12 @@
 // with Unavailable. Why not Paho's own reconnect and retransmission: see the
 // comment above MqttSender. Subscribers keep Paho's automatic reconnect.
 //
-// Keys and headers travel as MQTT 5 user properties, in this order: the key
-// as "omnibus-key" (or "omnibus-key-b64", base64, when it is not text MQTT
-// accepts), with send_timestamp=true the publish time as "omnibus-ts" (decimal
-// epoch milliseconds), then each header as one user property, in order,
-// repeats kept. A header whose name or value MQTT cannot carry as a UTF-8
-// string (not UTF-8, U+0000, control characters), or whose name starts with
-// "omnibus-", travels as ("omnibus-b64", base64(name) + ":" + base64(value)).
-// Other MQTT 5 clients see ordinary user properties; what they publish
-// arrives as headers. MQTT 3.1.1 has no properties: a message with a key or
+// Keys and headers travel as MQTT 5 user properties, in order, repeats kept:
+// the key as "omnibus-key" (or "omnibus-key-b64"), with send_timestamp=true
+// the publish time as "omnibus-ts", each header as itself when MQTT can carry
+// it, else as "omnibus-b64"; the rules, and why: envelope.hpp. Other MQTT 5
+// clients see ordinary user properties; what they publish arrives as headers.
+// MQTT 3.1.1 has no properties: a message with a key or
 // headers fails (InvalidArgument) unless drop_headers=true. Without
 // "omnibus-ts" a subscriber stamps a message with its arrival time (the
 // timestamp is off by default: one more property per message costs Paho a
@@ -73,6 +70,8 @@
 
 #include "drivers/mqtt/mqtt_driver.hpp"
 
+#include "drivers/mqtt/envelope.hpp"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -94,7 +93,6 @@
 
 #include <mqtt/async_client.h>
 
-#include "core/base64.hpp"
 #include "omnibus/driver.hpp"
 #include "omnibus/error.hpp"
 
@@ -106,63 +104,14 @@ using SteadyClock = std::chrono::steady_clock;
 
 // MQTT's largest Remaining Length (a 4-byte variable byte integer), the same in 3.1.1 and 5.
 constexpr std::size_t kMaxRemainingLength = 268435455;
-constexpr std::size_t kMaxStringBytes = 65535;  // a UTF-8 string's 2-byte length prefix
-
-constexpr std::string_view kKeyProperty = "omnibus-key";
-constexpr std::string_view kKeyB64Property = "omnibus-key-b64";
-constexpr std::string_view kTimestampProperty = "omnibus-ts";
-constexpr std::string_view kHeaderB64Property = "omnibus-b64";
-constexpr std::string_view kReservedPrefix = "omnibus-";
+using detail::mqtt::kTimestampProperty;
+using detail::mqtt::utf8_problem;
 
 // Paho's automatic reconnect backoff, whole seconds (Paho's unit), doubling.
 constexpr int kReconnectMinSeconds = 1;
 constexpr int kReconnectMaxSeconds = 30;
 
-// ---------------------------------------------------------------- text rules
-
-// Why `s` cannot travel as an MQTT UTF-8 string, or nullptr when it can.
-// MQTT (3.1.1 §1.5.3, 5 §1.5.4) requires well-formed UTF-8 without U+0000 and
-// surrogates; Mosquitto also closes the connection on control characters
-// (U+0001..U+001F, U+007F..U+009F, which the spec says SHOULD NOT appear), so
-// they are refused here too rather than costing the connection.
-const char* utf8_problem(std::string_view s) {
-  if (s.size() > kMaxStringBytes) return "longer than 65535 bytes";
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  for (std::size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    std::size_t len;
-    std::uint32_t cp;
-    if (c < 0x80) {
-      if (c == 0) return "contains U+0000";
-      if (c < 0x20 || c == 0x7f) return "contains a control character";
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return "is not valid UTF-8";
-    }
-    if (i + len > n) return "is not valid UTF-8";
-    for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return "is not valid UTF-8";
-      cp = (cp << 6) | (p[i + j] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return "is not valid UTF-8 (overlong or out of range)";
-    if (cp >= 0xD800 && cp <= 0xDFFF) return "contains a UTF-16 surrogate";
-    if (cp >= 0x80 && cp <= 0x9F) return "contains a control character";
-    i += len;
-  }
-  return nullptr;
-}
+// ---------------------------------------------------------------- sizes
 
 // Bytes one user property adds to a PUBLISH: identifier, two length-prefixed strings.
 std::size_t user_property_bytes(std::size_t name, std::size_t value) { return 1 + 2 + name + 2 + value; }
@@ -1122,23 +1071,10 @@ class MqttSender final : public Sender {
                        "the payload without them");
     std::size_t prop_bytes = 0;
     if (s_.v5()) {
-      auto add = [&](std::string_view name, std::string_view value) {
+      detail::mqtt::encode_user_properties(m, carry, s_.send_timestamp, [&](std::string_view name, std::string_view value) {
         props.add(mqtt::property(mqtt::property::USER_PROPERTY, std::string(name), std::string(value)));
         prop_bytes += user_property_bytes(name.size(), value.size());
-      };
-      if (carry && m.key) {
-        if (utf8_problem(*m.key)) add(kKeyB64Property, b64_encode(*m.key));
-        else add(kKeyProperty, *m.key);
-      }
-      if (s_.send_timestamp) add(kTimestampProperty, std::to_string(m.timestamp_ms));
-      if (carry) {
-        for (const auto& [name, value] : m.headers) {
-          bool plain = !utf8_problem(name) && !utf8_problem(value) && !name.empty() &&
-                       name.compare(0, kReservedPrefix.size(), kReservedPrefix) != 0;
-          if (plain) add(name, value);
-          else add(kHeaderB64Property, b64_encode(name) + ":" + b64_encode(value));
-        }
-      }
+      });
     }
     const std::size_t remaining = 2 + s_.topic.size() + (s_.qos > 0 ? 2 : 0) +
                                   (s_.v5() ? varint_bytes(prop_bytes) + prop_bytes : 0) + m.payload->size();
@@ -1309,41 +1245,17 @@ class MqttReceiver final : public Receiver, public std::enable_shared_from_this<
     if (!a.data.payload) a.data.payload = make_bytes(std::string());
     a.data.timestamp_ms = 0;
     const auto& props = msg->get_properties().c_struct();
+    detail::mqtt::Envelope env;
     for (int i = 0; i < props.count; ++i) {
       const MQTTProperty& p = props.array[i];
       if (p.identifier != MQTTPROPERTY_CODE_USER_PROPERTY) continue;
-      std::string_view name(p.value.data.data ? p.value.data.data : "", p.value.data.len);
-      std::string_view value(p.value.value.data ? p.value.value.data : "", p.value.value.len);
-      if (name == kKeyProperty) {
-        a.data.key = std::string(value);
-        continue;
-      }
-      if (name == kKeyB64Property) {
-        if (auto k = b64_decode(value)) {
-          a.data.key = std::move(*k);
-          continue;
-        }
-      } else if (name == kTimestampProperty) {
-        char* end = nullptr;
-        std::string text(value);
-        long long ts = std::strtoll(text.c_str(), &end, 10);
-        if (!text.empty() && *end == '\0') {
-          a.data.timestamp_ms = ts;
-          continue;
-        }
-      } else if (name == kHeaderB64Property) {
-        auto colon = value.find(':');
-        if (colon != std::string_view::npos) {
-          auto n = b64_decode(value.substr(0, colon));
-          auto v = b64_decode(value.substr(colon + 1));
-          if (n && v) {
-            a.data.headers.emplace_back(std::move(*n), std::move(*v));
-            continue;
-          }
-        }
-      }
-      a.data.headers.emplace_back(std::string(name), std::string(value));  // as sent, when not ours
+      detail::mqtt::decode_user_property(std::string_view(p.value.data.data ? p.value.data.data : "", p.value.data.len),
+                                         std::string_view(p.value.value.data ? p.value.value.data : "", p.value.value.len),
+                                         env);
     }
+    a.data.key = std::move(env.key);
+    a.data.headers = std::move(env.headers);
+    if (env.timestamp_ms) a.data.timestamp_ms = *env.timestamp_ms;
     if (a.data.timestamp_ms == 0) a.data.timestamp_ms = now_ms();  // 3.1.1, or a foreign publisher
     bool wake;
     {

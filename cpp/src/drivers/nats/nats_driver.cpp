@@ -76,16 +76,10 @@
 // a JetStream publish is answered by the stream's PubAck, not by a subscriber.
 //
 // Keys and headers: NATS has no key. The key travels as header Omnibus-Key
-// (text) or Omnibus-Key-B64 (base64; a lone '=' is the empty key) and the
-// publish time, with send_timestamp=true, as Omnibus-Ts (epoch ms). An
-// application header whose name is an HTTP token (as NATS and its clients
-// parse headers) not starting with "Omnibus-" and whose value is non-empty
-// UTF-8 text without control characters or leading/trailing blanks travels
-// as itself, so every NATS client sees it; any other header travels as
-// Omnibus-B64: base64(name):base64(value). cnats keeps headers in a hash
-// table, which loses the order between different names, so a message with
-// headers of two or more names also carries Omnibus-Order: the names in
-// order, comma-separated; the subscriber rebuilds the exact sequence.
+// (or Omnibus-Key-B64), the publish time with send_timestamp=true as
+// Omnibus-Ts, headers as themselves when every NATS client can carry them
+// unchanged, else as Omnibus-B64, with Omnibus-Order to keep the order between
+// names that cnats' hash table loses. The rules, and why: envelope.hpp.
 // Headers from other clients arrive as they are (order between names as cnats
 // gives it). A message without key, headers or timestamp is a plain PUB.
 //
@@ -122,14 +116,14 @@
 
 #include "drivers/nats/nats_driver.hpp"
 
+#include "drivers/nats/envelope.hpp"
+
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -138,7 +132,6 @@
 
 #include <nats/nats.h>
 
-#include "core/base64.hpp"
 #include "omnibus/driver.hpp"
 #include "omnibus/error.hpp"
 
@@ -148,13 +141,9 @@ namespace {
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr std::string_view kKeyHeader = "Omnibus-Key";
-constexpr std::string_view kKeyB64Header = "Omnibus-Key-B64";
-constexpr std::string_view kTimestampHeader = "Omnibus-Ts";
-constexpr std::string_view kB64Header = "Omnibus-B64";
-constexpr std::string_view kOrderHeader = "Omnibus-Order";
-constexpr std::string_view kReservedPrefix = "Omnibus-";
-constexpr std::size_t kHeaderLineBytes = 10;  // "NATS/1.0\r\n"
+using detail::nats::HeaderFields;
+using detail::nats::kHeaderLineBytes;
+using detail::nats::kTimestampHeader;
 
 // ---------------------------------------------------------------- RAII
 
@@ -210,73 +199,7 @@ class Registry {
   std::unordered_map<std::uintptr_t, std::weak_ptr<T>> map_;
 };
 
-// ---------------------------------------------------------------- text rules
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  return true;
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
-// An HTTP token (RFC 9110 tchar): what NATS clients accept as a header name.
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (std::isalnum(c)) continue;
-    if (!std::strchr("!#$%&'*+-.^_`|~", c) || c == 0) return false;
-  }
-  return true;
-}
-
-bool valid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  for (std::size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    std::size_t len;
-    std::uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + j] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return false;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return false;
-    i += len;
-  }
-  return true;
-}
-
-// A header value that survives cnats and other clients unchanged: non-empty
-// (cnats cannot parse an empty value), no control characters (CR and LF end
-// the line), no leading or trailing blanks (parsers trim them), UTF-8.
-bool is_plain_value(std::string_view v) {
-  if (v.empty() || v.front() == ' ' || v.back() == ' ') return false;
-  for (unsigned char c : v)
-    if (c < 0x20 || c == 0x7f) return false;
-  return valid_utf8(v);
-}
+// ---------------------------------------------------------------- subjects
 
 // Why `subject` is not a valid NATS subject, or nullptr.
 const char* subject_problem(std::string_view subject, bool wildcards) {
@@ -677,39 +600,10 @@ class Connection {
 
 // ---------------------------------------------------------------- headers
 
-struct HeaderFields {
-  std::vector<std::pair<std::string, std::string>> fields;  // NATS name, value, in order
-  std::size_t bytes = 0;                                     // encoded header block, 0 when none
-};
+// The envelope rules are in envelope.cpp; these convert to and from cnats.
 
 HeaderFields encode_headers(const OutMessage& m, bool send_timestamp) {
-  HeaderFields h;
-  if (!m.key && m.headers.empty() && !send_timestamp) return h;
-  auto add = [&](std::string name, std::string value) {
-    h.bytes += name.size() + 2 + value.size() + 2;
-    h.fields.emplace_back(std::move(name), std::move(value));
-  };
-  if (m.key) {
-    if (is_plain_value(*m.key)) add(std::string(kKeyHeader), *m.key);
-    else add(std::string(kKeyB64Header), m.key->empty() ? std::string("=") : b64_encode(*m.key));
-  }
-  if (send_timestamp) add(std::string(kTimestampHeader), std::to_string(m.timestamp_ms));
-  std::string order;
-  std::string first;
-  bool several = false;
-  for (const auto& [name, value] : m.headers) {
-    const bool plain = is_token(name) && !istarts_with(name, kReservedPrefix) && is_plain_value(value);
-    std::string nats_name = plain ? name : std::string(kB64Header);
-    if (first.empty()) first = nats_name;
-    else if (nats_name != first) several = true;
-    if (!order.empty()) order += ',';
-    order += nats_name;
-    if (plain) add(name, value);
-    else add(std::move(nats_name), b64_encode(name) + ":" + b64_encode(value));
-  }
-  if (several) add(std::string(kOrderHeader), std::move(order));
-  h.bytes += kHeaderLineBytes + 2;
-  return h;
+  return detail::nats::encode_headers(m, send_timestamp);
 }
 
 // Fills out.key, out.headers and (from Omnibus-Ts) out.timestamp_ms.
@@ -721,8 +615,8 @@ void decode_headers(natsMsg* msg, OutMessage& out) {
     return;
   }
   CStrArray keys(raw_keys);
-  std::vector<std::pair<std::string, std::deque<std::string>>> by_name;
-  std::string order;
+  detail::nats::ReceivedHeaders received;
+  received.reserve(static_cast<std::size_t>(nkeys));
   for (int i = 0; i < nkeys; ++i) {
     const char* key = keys.get()[i];
     const char** raw_values = nullptr;
@@ -732,69 +626,14 @@ void decode_headers(natsMsg* msg, OutMessage& out) {
       continue;
     }
     CStrArray values(raw_values);
-    std::string_view k(key);
-    if (nvalues == 1 && iequals(k, kKeyHeader)) {
-      out.key = values.get()[0];
-      continue;
-    }
-    if (nvalues == 1 && iequals(k, kKeyB64Header)) {
-      std::string_view v(values.get()[0]);
-      if (v == "=") {
-        out.key = std::string();
-        continue;
-      }
-      if (auto d = b64_decode(v)) {
-        out.key = std::move(*d);
-        continue;
-      }
-    }
-    if (nvalues == 1 && iequals(k, kTimestampHeader)) {
-      char* end = nullptr;
-      long long ts = std::strtoll(values.get()[0], &end, 10);
-      if (end != values.get()[0] && *end == '\0') {
-        out.timestamp_ms = ts;
-        continue;
-      }
-    }
-    if (nvalues == 1 && iequals(k, kOrderHeader)) {
-      order = values.get()[0];
-      continue;
-    }
-    auto& slot = by_name.emplace_back(std::string(k), std::deque<std::string>{});
+    auto& slot = received.emplace_back(key, std::vector<std::string>{});
+    slot.second.reserve(static_cast<std::size_t>(nvalues));
     for (int j = 0; j < nvalues; ++j) slot.second.emplace_back(values.get()[j]);
   }
-  auto emit = [&](const std::string& name, std::string value) {
-    if (iequals(name, kB64Header)) {
-      auto colon = value.find(':');
-      if (colon != std::string::npos) {
-        auto n = b64_decode(std::string_view(value).substr(0, colon));
-        auto v = b64_decode(std::string_view(value).substr(colon + 1));
-        if (n && v) {
-          out.headers.emplace_back(std::move(*n), std::move(*v));
-          return;
-        }
-      }
-    }
-    out.headers.emplace_back(name, std::move(value));
-  };
-  if (!order.empty()) {
-    std::size_t start = 0;
-    for (;;) {
-      std::size_t end = order.find(',', start);
-      std::string_view name = std::string_view(order).substr(start, end == std::string::npos ? std::string::npos : end - start);
-      for (auto& [n, values] : by_name) {
-        if (n == name && !values.empty()) {
-          emit(n, std::move(values.front()));
-          values.pop_front();
-          break;
-        }
-      }
-      if (end == std::string::npos) break;
-      start = end + 1;
-    }
-  }
-  for (auto& [n, values] : by_name)
-    for (auto& v : values) emit(n, std::move(v));
+  auto env = detail::nats::decode_headers(std::move(received));
+  out.key = std::move(env.key);
+  out.headers = std::move(env.headers);
+  if (env.timestamp_ms) out.timestamp_ms = *env.timestamp_ms;
 }
 
 // A natsMsg for `m` with its headers; nullptr when it needs none (plain PUB).
