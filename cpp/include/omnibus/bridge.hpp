@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,7 +49,9 @@ struct BridgeConfig {
   // Empty: none. Dead letters carry the source payload, key and headers plus
   // omnibus-error, omnibus-error-code and omnibus-source-topic headers.
   std::string dead_letter_url;
-  // First and longest wait before a failed sink delivery is retried.
+  // Floor and cap of the wait before a failed sink delivery is retried: the
+  // n-th retry of a batch waits a random time between retry_backoff and
+  // min(max_retry_backoff, retry_backoff * 2^n) (the engine's backoff).
   std::chrono::milliseconds retry_backoff{100};
   std::chrono::milliseconds max_retry_backoff{5000};
 };
@@ -171,6 +174,7 @@ class Bridge {
     bool retry;  // a sink failure sent again (false: a first dead-letter send)
   };
   std::vector<Retry> retries_;
+  std::minstd_rand retry_rng_{std::random_device{}()};  // guarded by mu_: the retry waits' jitter
   std::thread thread_;
 };
 

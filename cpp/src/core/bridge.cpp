@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "core/backoff.hpp"
 #include "omnibus/error.hpp"
 #include "omnibus/url.hpp"
 
@@ -455,13 +456,12 @@ void Bridge::on_batch_done(const std::shared_ptr<Batch>& batch, std::vector<std:
       }
       retries_.push_back(Retry{batch, std::move(list), Clock::now() + wait, retry});
     };
-    // Backoff doubles with each retry round of the batch, up to the cap: a
-    // sink whose broker is away for minutes is not hammered.
+    // The engine's backoff, per retry round of the batch: a sink whose broker
+    // is away for minutes is not hammered, and batches failed together do not
+    // all come back in the same instant.
     if (!again.empty()) {
-      auto round = std::min(batch->retry_rounds++, 16);
-      queue(again, std::min<std::chrono::milliseconds>(config_.retry_backoff * (1 << round),
-                                                       config_.max_retry_backoff),
-            true);
+      const auto round = static_cast<unsigned>(batch->retry_rounds++);
+      queue(again, detail::backoff_delay(config_.retry_backoff, config_.max_retry_backoff, round, retry_rng_), true);
     }
     queue(to_dead, Clock::duration::zero(), false);
     stats_.failed += given_up;

@@ -82,7 +82,7 @@
 // unacked message, buffered ones included, goes back to the queue.
 //
 // Connection loss (broker restart, heartbeat timeout, channel error): the I/O
-// thread reconnects with backoff (100 ms doubling to 5 s) until closed,
+// thread reconnects with backoff (core/backoff.hpp: 100 ms to 5 s, jittered) until closed,
 // declaring and consuming again. Unconfirmed messages fail with Unavailable
 // (the broker may or may not have them); queued ones wait for the reconnect
 // up to connect_timeout_ms, then fail with Unavailable. Acks for deliveries of
@@ -100,6 +100,7 @@
 
 #include "drivers/amqp/amqp_driver.hpp"
 
+#include "core/backoff.hpp"
 #include "drivers/amqp/envelope.hpp"
 
 #include <amqp.h>
@@ -641,7 +642,7 @@ class AmqpSender : public Sender {
   }
 
   void run() {
-    auto backoff = kBackoffMin;
+    detail::Backoff backoff(kBackoffMin, kBackoffMax);
     for (;;) {
       {
         std::lock_guard lock(mu_);
@@ -654,12 +655,11 @@ class AmqpSender : public Sender {
         try {
           conn_ = connect(settings_);
           setup();
-          backoff = kBackoffMin;
+          backoff.reset();
         } catch (const Error& e) {
           conn_.reset();
           last_error_ = e.what();
-          wait_waker(backoff);
-          backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(kBackoffMax));
+          wait_waker(backoff.next());
         }
         continue;
       }
@@ -1027,7 +1027,7 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
   }
 
   void run() {
-    auto backoff = kBackoffMin;
+    detail::Backoff backoff(kBackoffMin, kBackoffMax);
     for (;;) {
       {
         std::lock_guard lock(mu_);
@@ -1039,12 +1039,11 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
         try {
           conn_ = connect(settings_);
           setup();
-          backoff = kBackoffMin;
+          backoff.reset();
         } catch (const Error&) {
           conn_.reset();
           pollfd p{waker_.fd(), POLLIN, 0};
-          if (::poll(&p, 1, static_cast<int>(backoff.count())) > 0) waker_.drain();
-          backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(kBackoffMax));
+          if (::poll(&p, 1, static_cast<int>(backoff.next().count())) > 0) waker_.drain();
         }
         continue;
       }

@@ -70,6 +70,7 @@
 
 #include "drivers/mqtt/mqtt_driver.hpp"
 
+#include "core/backoff.hpp"
 #include "drivers/mqtt/envelope.hpp"
 
 #include <arpa/inet.h>
@@ -940,16 +941,13 @@ class MqttSender final : public Sender {
   }
 
   // The watchdog thread: the publisher's client does not reconnect by itself;
-  // this thread replaces it after a connection loss (backoff from 1 s doubling
-  // to 30 s, with jitter), at once when a message was corrupted (failed()),
+  // this thread replaces it after a connection loss (core/backoff.hpp, 1 s to
+  // 30 s), at once when a message was corrupted (failed()),
   // and when nothing was acknowledged for connect_timeout_ms while connected
   // (Paho lost the window's tokens).
   void watch() {
-    std::mt19937 rng(std::random_device{}());
-    std::uniform_real_distribution<double> jitter(0.75, 1.25);  // +-25%: publishers do not reconnect in step
-    auto backoff = std::chrono::milliseconds(kReconnectMinSeconds * 1000);
-    auto jittered = [&] { return std::chrono::milliseconds(static_cast<long long>(backoff.count() * jitter(rng))); };
-    auto delay = backoff;
+    detail::Backoff backoff{std::chrono::seconds(kReconnectMinSeconds), std::chrono::seconds(kReconnectMaxSeconds)};
+    auto delay = std::chrono::milliseconds::zero();
     auto down_since = SteadyClock::time_point::max();
     std::uint64_t seen_base = base_;
     auto progress_at = SteadyClock::now();
@@ -964,7 +962,7 @@ class MqttSender final : public Sender {
       } else if (!is_connected()) {
         if (down_since == SteadyClock::time_point::max()) {
           down_since = now;
-          delay = jittered();
+          delay = backoff.next();
         }
         if (now - down_since < delay) continue;
         why = "the connection was lost";
@@ -983,12 +981,11 @@ class MqttSender final : public Sender {
       const bool ok = replace_client(why);
       lock.lock();
       if (ok) {
-        backoff = std::chrono::milliseconds(kReconnectMinSeconds * 1000);
+        backoff.reset();
         down_since = SteadyClock::time_point::max();
       } else {
-        backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(kReconnectMaxSeconds));
         down_since = SteadyClock::now();
-        delay = jittered();
+        delay = backoff.next();
       }
       seen_base = base_;
       progress_at = SteadyClock::now();

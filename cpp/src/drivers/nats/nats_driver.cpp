@@ -89,8 +89,9 @@
 //
 // Connections and state: cnats reconnects by itself, forever by default
 // (max_reconnects), waiting reconnect_wait_ms after the first failed round
-// over the pool, doubling each round up to reconnect_max_wait_ms, plus up to
-// 25% random jitter so that many clients do not come back in step.
+// over the pool, the ceiling doubling each round up to reconnect_max_wait_ms,
+// the wait drawn below it (core/backoff.hpp) so that many clients do not come
+// back in step.
 // Subscriptions (core, and the pull subscription's inbox) are restored by
 // cnats. While disconnected, publishes are kept in cnats' reconnect buffer
 // (reconnect_buffer_bytes; beyond it a message fails with Unavailable).
@@ -116,6 +117,7 @@
 
 #include "drivers/nats/nats_driver.hpp"
 
+#include "core/backoff.hpp"
 #include "drivers/nats/envelope.hpp"
 
 #include <algorithm>
@@ -489,19 +491,18 @@ void on_async_error(natsConnection*, natsSubscription*, natsStatus err, void* cl
   }
 }
 
-// Exponential backoff with jitter, called by cnats after each failed round
-// over the server pool.
+// The engine's backoff (core/backoff.hpp), called by cnats after each failed
+// round over the server pool; cnats counts the rounds.
 std::int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
   std::int64_t lo = 100, hi = 5000;
   if (auto sink = ConnSinks::instance().find(closure)) {
     lo = sink->wait_min_ms;
     hi = sink->wait_max_ms;
   }
-  const int shift = std::clamp(attempts - 1, 0, 20);
-  std::int64_t d = std::min(hi, lo << shift);
   thread_local std::minstd_rand rng{std::random_device{}()};
-  if (d > 0) d += static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(d / 4 + 1));
-  return d;
+  return detail::backoff_delay(std::chrono::milliseconds(lo), std::chrono::milliseconds(hi),
+                               static_cast<unsigned>(std::max(attempts - 1, 0)), rng)
+      .count();
 }
 
 class Connection {
@@ -1684,7 +1685,7 @@ std::vector<OptionSpec> connection_options() {
       {"name", OptionType::String, "", "connection name the server shows in its monitoring"},
       {"connect_timeout_ms", OptionType::Int, "5000", "bound on connecting to each server of the pool", {}, 1, 3600000},
       {"reconnect_wait_ms", OptionType::Int, "100",
-       "wait after the first failed reconnect round; doubles each round up to reconnect_max_wait_ms (plus jitter)",
+       "wait after the first failed reconnect round; later waits are drawn between it and a ceiling that doubles each round up to reconnect_max_wait_ms",
        {}, 0, 3600000},
       {"reconnect_max_wait_ms", OptionType::Int, "5000", "longest wait between reconnect rounds", {}, 0, 3600000},
       {"max_reconnects", OptionType::Int, "-1", "reconnect rounds before giving up (the connection closes); -1: forever",
