@@ -24,7 +24,7 @@
 // publish, so a short queue is also the fast one.
 // Reconnecting: a publisher's Paho client does not reconnect by itself. Its
 // watchdog thread replaces the client after a connection loss (first after
-// about 1 s, doubling to 30 s, +-25% jitter) and hands the new one every
+// 1 s, then the engine's backoff up to 30 s) and hands the new one every
 // unacknowledged QoS 1/2 message again, oldest first, whether the session is
 // persistent or clean: a message in flight when the connection dropped is
 // neither lost nor failed, and may arrive twice (at-least-once). Messages
