@@ -52,6 +52,16 @@ def test_simulate_into_mem_loses_nothing() -> None:
     assert all(s == list(range(1, 101)) for s in seqs.values())
 
 
+def test_failed_readings_say_why() -> None:
+    # A reading is ~100 bytes of JSON: a 50-byte limit refuses every one.
+    result = iot.simulate(f"mem://{topic()}?max_message_bytes=50", devices=3, rate=1000, readings=30)
+    assert (result.sent, result.failed) == (30, 30)
+    assert sum(result.errors.values()) == 30
+    assert all("exceeds max_message_bytes=50" in text for text in result.errors)
+    most = max(result.errors.items(), key=lambda e: e[1])
+    assert f"{most[1]} x {most[0]}" in result.summary()
+
+
 def test_same_seed_same_readings() -> None:
     def run(seed: int) -> list[tuple]:
         url = f"mem://{topic()}"

@@ -65,7 +65,9 @@ class SimulationResult:
     seq it sent: every seq from 1 to it was sent exactly once, which is what
     check() and collect() need to know to find gaps. ``publishers`` is the
     number of publishers (broker connections) used; ``in_flight`` is nonzero
-    only in the snapshots passed to ``progress``.
+    only in the snapshots passed to ``progress``. ``errors`` says why readings
+    failed: error text -> readings, the first 20 distinct texts (the rest
+    counted under "(other errors)").
     """
 
     url: str
@@ -78,6 +80,7 @@ class SimulationResult:
     publishers: int = 1
     in_flight: int = 0
     interrupted: bool = False
+    errors: dict[str, int] = field(default_factory=dict)
 
     def expected(self) -> dict[str, int]:
         """device -> last seq sent: the readings a lossless pipeline delivers (for check/collect)."""
@@ -87,9 +90,11 @@ class SimulationResult:
         """One line: sent, failed and the rate achieved."""
         stopped = ", interrupted" if self.interrupted else ""
         plural = "s" if self.publishers != 1 else ""
+        why = "".join(f"; {n:,} x {text}" for text, n in
+                      sorted(self.errors.items(), key=lambda e: -e[1])[:3])
         return (f"sent {self.sent:,} readings from {self.devices:,} devices in {self.seconds:.1f} s "
                 f"({self.rate:,.0f} msg/s, {self.publishers} publisher{plural}), "
-                f"failed {self.failed:,}{stopped}")
+                f"failed {self.failed:,}{stopped}{why}")
 
 
 @dataclass
@@ -349,19 +354,23 @@ def simulate(
     last_seq: dict[str, int] = {}
     outstanding: deque[tuple[omnibus.Delivery, int]] = deque()
     counts = {"sent": 0, "failed": 0, "confirmed": 0}
+    errors: dict[str, int] = {}
     interrupted = False
 
     def reap() -> None:
         while outstanding and outstanding[0][0].done():
             delivery, n = outstanding.popleft()
-            counts["failed"] += len(delivery.failures())
+            failures = delivery.failures()
+            counts["failed"] += len(failures)
+            for _, error in failures:
+                _note_error(errors, str(error))
             counts["confirmed"] += n
 
     def snapshot(elapsed: float, in_flight: int) -> SimulationResult:
         return SimulationResult(url=url, devices=devices, sent=counts["sent"], failed=counts["failed"],
                                 seconds=elapsed, rate=counts["sent"] / elapsed if elapsed > 0 else 0.0,
                                 last_seq=dict(last_seq), publishers=len(urls), in_flight=in_flight,
-                                interrupted=interrupted)
+                                interrupted=interrupted, errors=dict(errors))
 
     pubs = _open_all(urls, codec, dict(options))
     start = time.monotonic()
@@ -379,7 +388,7 @@ def simulate(
                 due = min(due, n + _STEP, total if total is not None else due)
                 if due > n:
                     _publish_range(pubs, owner, fleet, n, due, devices, total_rate, start, wall_start,
-                                   last_seq, outstanding, counts)
+                                   last_seq, outstanding, counts, errors)
                     n = due
                 reap()
                 now = time.monotonic()
@@ -405,7 +414,14 @@ def simulate(
             except omnibus.Error:
                 pass  # its undelivered messages fail their Delivery with Closed: counted below
     for delivery, size in outstanding:
-        counts["failed"] += len(delivery.failures()) if delivery.done() else size
+        if delivery.done():
+            failures = delivery.failures()
+            counts["failed"] += len(failures)
+            for _, error in failures:
+                _note_error(errors, str(error))
+        else:
+            counts["failed"] += size
+            _note_error(errors, f"not confirmed within delivery_timeout={delivery_timeout:g} s", size)
     elapsed = time.monotonic() - start
     return snapshot(elapsed, 0)
 
@@ -413,7 +429,7 @@ def simulate(
 def _publish_range(pubs: list[omnibus.Publisher], owner: list[int], fleet: _Fleet, first: int, end: int,
                    devices: int, total_rate: float | None, start: float, wall_start: float,
                    last_seq: dict[str, int], outstanding: deque[tuple[omnibus.Delivery, int]],
-                   counts: dict[str, int]) -> None:
+                   counts: dict[str, int], errors: dict[str, int]) -> None:
     """Generate readings first..end-1 and publish them, in chunks per publisher."""
     now_ms = int((wall_start + time.monotonic() - start) * 1000)
     buckets: dict[int, tuple[list[dict[str, Any]], list[str]]] = {}
@@ -430,11 +446,19 @@ def _publish_range(pubs: list[omnibus.Publisher], owner: list[int], fleet: _Flee
             try:
                 delivery = pubs[p].publish_many(chunk, keys=chunk_keys)
                 outstanding.append((delivery, len(chunk)))
-            except omnibus.Error:
+            except omnibus.Error as e:
                 counts["failed"] += len(chunk)  # refused (queue full past block_timeout, closed, ...)
+                _note_error(errors, str(e), len(chunk))
             counts["sent"] += len(chunk)
             for v in chunk:
                 last_seq[v["device"]] = v["seq"]
+
+
+def _note_error(errors: dict[str, int], text: str, n: int = 1) -> None:
+    """Count `n` readings failed with `text`; past 20 distinct texts, under one bucket."""
+    if text not in errors and len(errors) >= 20:
+        text = "(other errors)"
+    errors[text] = errors.get(text, 0) + n
 
 
 # ---------------------------------------------------------------- check and collect
