@@ -61,6 +61,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
     "nats": ("nats", lambda base, topic: f"{base}/{topic}"),
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
+    # Written in Python (omnibus.redis_streams): a stream per test.
+    "redis": ("redis", lambda base, topic: f"{base}/{topic}"),
 }
 
 TARGETS = ["mem", *_TOPIC_URL]
