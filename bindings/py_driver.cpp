@@ -8,6 +8,8 @@
 // interpreter, and one that raises fails its batch with a mapped Error.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -18,19 +20,76 @@ namespace omnibus::bind {
 
 namespace {
 
-// An engine thread must not take the GIL while the interpreter shuts down
-// (CPython would end the thread inside a C++ frame).
+// An engine thread must not take the GIL once the interpreter shuts down:
+// CPython ends such a thread inside our C++ frames. So an atexit hook (run
+// before finalization, while everything is alive) closes the door to new
+// calls and waits for the calls under way to leave Python (a poll returns
+// within 100 ms; a driver blocked for good is given up on after 5 s).
+std::atomic<bool> g_exiting{false};
+std::atomic<int> g_inside{0};
+std::mutex g_inside_mu;
+std::condition_variable g_inside_cv;
+
 bool python_gone() {
 #if PY_VERSION_HEX >= 0x030D0000
-  return !Py_IsInitialized() || Py_IsFinalizing();
+  return g_exiting.load() || !Py_IsInitialized() || Py_IsFinalizing();
 #else
-  return !Py_IsInitialized() || _Py_IsFinalizing();
+  return g_exiting.load() || !Py_IsInitialized() || _Py_IsFinalizing();
 #endif
 }
 
-void require_python(const std::string& scheme) {
-  if (python_gone())
-    throw Error(ErrorCode::Closed, "the " + scheme + ":// driver is written in Python, and the interpreter is shutting down");
+// One call from the engine into Python: counted, then the GIL taken. Throws
+// Closed when the interpreter is shutting down.
+class PythonCall {
+ public:
+  explicit PythonCall(const std::string& scheme) {
+    g_inside.fetch_add(1);
+    if (python_gone()) {
+      leave();
+      throw Error(ErrorCode::Closed, "the " + scheme + ":// driver is written in Python, and the interpreter is shutting down");
+    }
+    gil_.emplace();
+  }
+  ~PythonCall() {
+    gil_.reset();
+    leave();
+  }
+  PythonCall(const PythonCall&) = delete;
+  PythonCall& operator=(const PythonCall&) = delete;
+
+ private:
+  static void leave() {
+    if (g_inside.fetch_sub(1) == 1) {
+      std::lock_guard lock(g_inside_mu);
+      g_inside_cv.notify_all();
+    }
+  }
+  std::optional<py::gil_scoped_acquire> gil_;
+};
+
+void close_the_door_at_exit() {
+  g_exiting.store(true);
+  py::gil_scoped_release release;
+  std::unique_lock lock(g_inside_mu);
+  g_inside_cv.wait_for(lock, std::chrono::seconds(5), [] { return g_inside.load() == 0; });
+}
+
+// A Python object owned by C++ objects that may die on any thread (share_with_threads, minus the
+// shutdown hazard): released with the GIL, or leaked once the interpreter is going away.
+std::shared_ptr<py::object> share(py::object obj) {
+  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* o) {
+    bool released = false;
+    if (!python_gone()) {
+      try {
+        PythonCall call("python");
+        *o = py::object();
+        released = true;
+      } catch (const Error&) {
+      }
+    }
+    if (!released) o->release();
+    delete o;
+  });
 }
 
 std::string type_name(py::handle v) { return py::str(py::type::handle_of(v).attr("__name__")); }
@@ -69,8 +128,12 @@ Error from_python(py::error_already_set& e, const std::string& where) {
 template <class Fn>
 void release_python(Fn&& clear) {
   if (python_gone()) return;  // the caller leaks what it holds (release())
-  py::gil_scoped_acquire gil;
-  clear();
+  try {
+    PythonCall call("python");
+    clear();
+  } catch (const Error&) {
+    // Shutting down meanwhile: leaked, as above.
+  }
 }
 
 Capabilities capabilities_from(py::handle obj, const std::string& where) {
@@ -114,16 +177,16 @@ Capabilities capabilities_from(py::handle obj, const std::string& where) {
 }
 
 std::optional<bool> connected_of(const std::shared_ptr<py::object>& obj, const std::string& scheme) {
-  if (python_gone()) return std::nullopt;
-  py::gil_scoped_acquire gil;
   try {
+    PythonCall call(scheme);
     if (!py::hasattr(*obj, "connected")) return true;
     py::object v = obj->attr("connected");
     if (v.is_none()) return std::nullopt;
     return py::bool_(v).cast<bool>();
-  } catch (py::error_already_set& e) {
-    (void)scheme;
+  } catch (py::error_already_set&) {
     return std::nullopt;  // a property that raises cannot tell
+  } catch (const Error&) {
+    return std::nullopt;  // shutting down
   }
 }
 
@@ -156,16 +219,14 @@ py::object url_to_python(const Url& u) {
 class PySender final : public Sender {
  public:
   PySender(std::string scheme, py::object obj, Capabilities caps)
-      : scheme_(std::move(scheme)), obj_(share_with_threads(std::move(obj))), caps_(std::move(caps)) {}
+      : scheme_(std::move(scheme)), obj_(share(std::move(obj))), caps_(std::move(caps)) {}
 
   void send_batch(const std::vector<OutMessage>& batch, const SendResultFn& on_result) override {
     const std::string where = scheme_ + ":// driver's send_batch (Python)";
     std::vector<std::optional<Error>> errors(batch.size());
     std::optional<Error> all;
-    if (python_gone()) {
-      all = Error(ErrorCode::Closed, "the " + scheme_ + ":// driver is written in Python, and the interpreter is shutting down");
-    } else {
-      py::gil_scoped_acquire gil;
+    try {
+      PythonCall call(scheme_);
       try {
         py::list msgs(batch.size());
         for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -198,9 +259,9 @@ class PySender final : public Sender {
         }
       } catch (py::error_already_set& e) {
         all = from_python(e, where);
-      } catch (const Error& e) {
-        all = e;
       }
+    } catch (const Error& e) {
+      all = e;
     }
     // Results are reported without the GIL: delivery callbacks take locks of
     // their own, and a Python one takes the GIL itself.
@@ -214,8 +275,13 @@ class PySender final : public Sender {
   std::optional<bool> connected() const override { return connected_of(obj_, scheme_); }
 
   void close() override {
-    if (closed_.exchange(true) || python_gone()) return;
-    py::gil_scoped_acquire gil;
+    if (closed_.exchange(true)) return;
+    std::optional<PythonCall> call;
+    try {
+      call.emplace(scheme_);
+    } catch (const Error&) {
+      return;  // shutting down: the driver's connections end with the process
+    }
     try {
       obj_->attr("close")();
     } catch (py::error_already_set& e) {
@@ -235,7 +301,7 @@ class PySender final : public Sender {
 class PyReceiver final : public Receiver, public std::enable_shared_from_this<PyReceiver> {
  public:
   PyReceiver(std::string scheme, py::object obj, Capabilities caps)
-      : scheme_(std::move(scheme)), obj_(share_with_threads(std::move(obj))), caps_(std::move(caps)) {}
+      : scheme_(std::move(scheme)), obj_(share(std::move(obj))), caps_(std::move(caps)) {}
 
   ~PyReceiver() override {
     if (python_gone()) {
@@ -246,12 +312,11 @@ class PyReceiver final : public Receiver, public std::enable_shared_from_this<Py
   }
 
   std::vector<MessagePtr> receive_batch(std::size_t max, std::chrono::milliseconds timeout) override {
-    require_python(scheme_);
     const std::string where = scheme_ + ":// driver's receive_batch (Python)";
     std::vector<MessagePtr> out;
     bool retry_later = false;
     {
-      py::gil_scoped_acquire gil;
+      PythonCall call(scheme_);
       if (closed_) throw Error(ErrorCode::Closed, "the " + scheme_ + ":// receiver is closed");
       py::object got;
       try {
@@ -293,8 +358,13 @@ class PyReceiver final : public Receiver, public std::enable_shared_from_this<Py
   std::optional<bool> connected() const override { return connected_of(obj_, scheme_); }
 
   void close() override {
-    if (closed_.exchange(true) || python_gone()) return;
-    py::gil_scoped_acquire gil;
+    if (closed_.exchange(true)) return;
+    std::optional<PythonCall> call;
+    try {
+      call.emplace(scheme_);
+    } catch (const Error&) {
+      return;  // shutting down: the driver's connections end with the process
+    }
     ids_.clear();  // messages not settled stay with the broker, for the driver's own redelivery
     try {
       obj_->attr("close")();
@@ -337,8 +407,7 @@ class PyReceiver final : public Receiver, public std::enable_shared_from_this<Py
   }
 
   void settle(const std::vector<std::uint64_t>& ack_ids, const char* method) {
-    require_python(scheme_);
-    py::gil_scoped_acquire gil;
+    PythonCall call(scheme_);
     if (closed_) throw Error(ErrorCode::Closed, "the " + scheme_ + ":// receiver is closed");
     py::list ids;
     for (auto id : ack_ids) {
@@ -399,7 +468,7 @@ class PyDriver final : public Driver {
   PyDriver(std::string scheme, py::object obj, std::string description, std::vector<OptionSpec> sender,
            std::vector<OptionSpec> receiver)
       : scheme_(std::move(scheme)),
-        obj_(share_with_threads(std::move(obj))),
+        obj_(share(std::move(obj))),
         description_(std::move(description)),
         sender_options_(std::move(sender)),
         receiver_options_(std::move(receiver)) {}
@@ -411,8 +480,7 @@ class PyDriver final : public Driver {
   const std::shared_ptr<py::object>& object() const { return obj_; }
 
   std::shared_ptr<Sender> open_sender(const Url& url, const OptionValues& options) override {
-    require_python(scheme_);
-    py::gil_scoped_acquire gil;
+    PythonCall call(scheme_);
     const std::string where = scheme_ + ":// driver's open_sender (Python)";
     try {
       py::object s = obj_->attr("open_sender")(url_to_python(url), options_to_python(options, sender_options_));
@@ -426,8 +494,7 @@ class PyDriver final : public Driver {
 
   std::shared_ptr<Receiver> open_receiver(const Url& url, const OptionValues& options,
                                           const ReceiverSettings& settings) override {
-    require_python(scheme_);
-    py::gil_scoped_acquire gil;
+    PythonCall call(scheme_);
     const std::string where = scheme_ + ":// driver's open_receiver (Python)";
     try {
       py::dict st;
@@ -458,6 +525,7 @@ class PyDriver final : public Driver {
 }  // namespace
 
 void export_py_drivers(py::module_& m) {
+  py::module_::import("atexit").attr("register")(py::cpp_function(&close_the_door_at_exit));
   m.def(
       "register_driver",
       [](const std::string& scheme, py::object driver, const std::string& description, py::object sender_options,

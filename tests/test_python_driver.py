@@ -322,3 +322,49 @@ def test_a_blocked_receive_batch_holds_up_its_subscriber_only(toy: ToyDriver) ->
     finally:
         toy.block.set()
         sub.close()
+
+
+EXIT_WITHOUT_CLOSE = r"""
+import queue, omnibus
+from omnibus import Received
+
+class Receiver:
+    def __init__(self): self.q = Q
+    def capabilities(self): return {"delivery_guarantee": "at-least-once"}
+    def receive_batch(self, n, timeout):
+        try:
+            return [Received(1, self.q.get(timeout=timeout))]
+        except queue.Empty:
+            return []
+    def ack(self, ids): pass
+    def nack(self, ids): pass
+    def close(self): pass
+
+class Sender:
+    def capabilities(self): return {"delivery_guarantee": "at-least-once"}
+    def send_batch(self, msgs):
+        for m in msgs: Q.put(m[0])
+    def close(self): pass
+
+class Driver:
+    def open_sender(self, url, options): return Sender()
+    def open_receiver(self, url, options, settings): return Receiver()
+
+Q = queue.Queue()
+omnibus.register_driver("exiting", Driver)
+pub = omnibus.publisher("exiting://h/t")
+sub = omnibus.subscriber("exiting://h/t")
+pub.publish_many([b"x"] * 100)
+assert bytes(sub.receive(timeout=10).payload) == b"x"
+print("leaving", flush=True)
+# No close(): the engine's threads are still calling into Python when the interpreter shuts down.
+"""
+
+
+def test_the_interpreter_exits_cleanly_while_engine_threads_call_a_python_driver() -> None:
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == "leaving\n", done.stderr[-2000:]
