@@ -155,3 +155,32 @@ def test_acknowledged_xadds_survive_a_broker_sigkill(redis_broker: Any) -> None:
     lost = acked - stored
     assert not lost, f"{len(lost)} acknowledged XADDs lost in the crash (of {len(acked)} acknowledged)"
     print(f"\n{len(acked)} of {n} acknowledged, all {len(stored)} stored entries read back after the restart")
+
+
+def test_bridges_mqtt_into_redis_and_redis_into_kafka(mqtt_url: str, redis_url: str, kafka_url: str) -> None:
+    """Readings over MQTT reach Kafka through a Redis stream: two bridges, a driver written in Python in each."""
+    for kind in ("mqtt", "kafka"):
+        missing = omnibus.unavailable_drivers().get(kind)
+        if missing:
+            pytest.skip(f"{kind}:// is not in this build: {missing}")
+    tag, n = uuid.uuid4().hex[:8], 500
+    mqtt = f"{mqtt_url}/plant-{tag}/temp?qos=1&version=5"
+    stream = f"{redis_url}/readings-{tag}"
+    kafka = f"{kafka_url}/readings-{tag}"
+    with pytest.warns(omnibus.DeliveryGuaranteeWarning, match="at-most-once"):  # MQTT acks on arrival
+        into_redis = omnibus.bridge(mqtt, stream)
+    with into_redis, omnibus.bridge(f"{stream}?group=to-kafka", kafka) as into_kafka, \
+         omnibus.subscriber(f"{kafka}?group=audit-{tag}&offset_reset=earliest") as audit:
+        with omnibus.publisher(mqtt) as pub:
+            pub.publish_many([str(i).encode() for i in range(n)], keys=[b"dev-1"] * n).result(timeout=30)
+        seen: set[bytes] = set()
+
+        def all_arrived() -> bool:
+            msgs = audit.receive_batch(1000, timeout=0.2)
+            seen.update(bytes(m.payload) for m in msgs)
+            return len(seen) >= n
+
+        assert wait_until(all_arrived, timeout=120, interval=0), \
+            f"{len(seen)} of {n} reached Kafka; {into_redis.stats.line()}; {into_kafka.stats.line()}"
+        assert seen == {str(i).encode() for i in range(n)}
+        assert into_kafka.stats.failed == 0 and into_redis.stats.failed == 0
