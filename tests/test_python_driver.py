@@ -4,6 +4,7 @@ the conformance suite (conftest.TARGETS) and tests/test_redis.py."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -368,3 +369,74 @@ def test_the_interpreter_exits_cleanly_while_engine_threads_call_a_python_driver
     for _ in range(3):
         done = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and done.stdout == "leaving\n", done.stderr[-2000:]
+
+
+class AsyncToy:
+    """A driver built on asyncio: every method a coroutine, run by the engine on an event loop of its own."""
+
+    description = "an asyncio toy"
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.loops: set[int] = set()
+
+    async def open_sender(self, url: dict[str, Any], options: dict[str, Any]) -> Any:
+        toy = self
+
+        class Sender:
+            connected = True
+
+            def capabilities(self) -> dict[str, Any]:
+                return {"delivery_guarantee": "at-least-once"}
+
+            async def send_batch(self, messages: list[Any]) -> None:
+                toy.loops.add(id(asyncio.get_running_loop()))
+                await asyncio.sleep(0)
+                toy.stored += [m[0] for m in messages]
+
+            async def close(self) -> None:
+                await asyncio.sleep(0)
+
+        return Sender()
+
+    async def open_receiver(self, url: dict[str, Any], options: dict[str, Any], settings: dict[str, Any]) -> Any:
+        toy = self
+
+        class Receiver:
+            def capabilities(self) -> dict[str, Any]:
+                return {"delivery_guarantee": "at-least-once"}
+
+            async def receive_batch(self, max_messages: int, timeout: float) -> list[Received]:
+                toy.loops.add(id(asyncio.get_running_loop()))
+                if not toy.stored:
+                    await asyncio.sleep(min(timeout, 0.01))
+                out, toy.stored[:] = toy.stored[:max_messages], toy.stored[max_messages:]
+                return [Received(i, p) for i, p in enumerate(out)]
+
+            async def ack(self, ids: list[int]) -> None:
+                pass
+
+            async def nack(self, ids: list[int]) -> None:
+                pass
+
+            async def close(self) -> None:
+                pass
+
+        return Receiver()
+
+
+def test_async_def_methods_run_on_an_event_loop_of_the_engines() -> None:
+    toy = AsyncToy()
+    omnibus.register_driver("atoy", toy)
+    try:
+        with omnibus.subscriber("atoy://h/t") as sub, omnibus.publisher("atoy://h/t") as pub:
+            pub.publish_many([b"a", b"b", b"c"]).result(timeout=10)
+            got = [bytes(m.payload) for m in sub.receive_batch(3, timeout=10)]
+            while len(got) < 3:
+                got += [bytes(m.payload) for m in sub.receive_batch(3, timeout=10)]
+            assert got == [b"a", b"b", b"c"] and pub.connected is True
+        assert len(toy.loops) == 1  # one loop for the driver, the same for both ends
+        # The loop's thread ended with the last sender or receiver (the leak check would say otherwise).
+        assert not [t for t in threading.enumerate() if t.name == "omnibus-atoy-driver-loop"]
+    finally:
+        omnibus.unregister_driver("atoy")

@@ -38,6 +38,11 @@ batch, with the GIL taken for that call only. The contract (see
     the driver gave (any hashable: a Redis stream id, a delivery tag), each
     once. ``capabilities()``, ``connected``, ``close()`` as for the sender.
 
+Any of these methods may be ``async def`` (a driver built on an asyncio client
+library): the engine then runs them on an event loop of its own, one thread per
+registered driver, started with its first sender or receiver and stopped with
+its last.
+
 Errors: raise ``omnibus.Unavailable``, ``omnibus.Timeout``, ... and the engine
 keeps the class (``native_code`` and ``retryable`` too); any other exception
 becomes ``omnibus.InternalError`` naming the driver and the method, with its
@@ -54,6 +59,8 @@ omnibus``, as pytest loads its plugins.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 import warnings
 from collections.abc import Sequence
@@ -109,6 +116,8 @@ def register_driver(scheme: str, driver: Any, *, replace: bool = False) -> None:
             raise TypeError(f"driver for {scheme}:// must have an {method}() method; {type(driver).__name__} has none")
     options = [_options(scheme, getattr(driver, side, ())) for side in ("sender_options", "receiver_options")]
     description = str(getattr(driver, "description", "") or f"{type(driver).__name__} (Python)")
+    if any(inspect.iscoroutinefunction(getattr(driver, m)) for m in ("open_sender", "open_receiver")):
+        driver = _AsyncDriver(scheme, driver)
     with _lock:
         _core.register_driver(scheme, driver, description, options[0], options[1], replace)
 
@@ -151,3 +160,90 @@ def load_entry_points() -> None:
             register_driver(ep.name, ep.load())
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the import
             warnings.warn(f"omnibus: driver entry point {ep.name} = {ep.value} failed to load: {e!r}", stacklevel=2)
+
+
+class _EventLoop:
+    """One event loop on a thread of its own, running while anything uses it (counted)."""
+
+    def __init__(self, scheme: str) -> None:
+        self._scheme = scheme
+        self._lock = threading.Lock()
+        self._users = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                                name=f"omnibus-{self._scheme}-driver-loop")
+                self._thread.start()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users or self._loop is None:
+                return
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        loop.call_soon_threadsafe(loop.stop)
+        assert thread is not None
+        thread.join()
+        loop.close()
+
+    def run(self, value: Any) -> Any:
+        """``value`` itself, or, when it is awaitable, its result (awaited on the loop; this thread waits)."""
+        if not inspect.isawaitable(value):
+            return value
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(_awaited(value), self._loop).result()
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+class _AsyncEnd:
+    """A sender or receiver whose methods may be coroutines, seen by the engine as a synchronous one."""
+
+    def __init__(self, end: Any, loop: _EventLoop) -> None:
+        self._end, self._loop = end, loop
+        self._closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._end, name)
+        if name == "connected" or not callable(attr):
+            return attr
+        return lambda *args: self._loop.run(attr(*args))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._end.close())
+        finally:
+            self._loop.release()
+
+
+class _AsyncDriver:
+    """Runs a driver's ``async def`` methods on an event loop of its own (see the module doc)."""
+
+    def __init__(self, scheme: str, driver: Any) -> None:
+        self.driver = driver
+        self._loop = _EventLoop(scheme)
+
+    def _open(self, method: str, *args: Any) -> _AsyncEnd:
+        self._loop.acquire()
+        try:
+            return _AsyncEnd(self._loop.run(getattr(self.driver, method)(*args)), self._loop)
+        except BaseException:
+            self._loop.release()
+            raise
+
+    def open_sender(self, url: dict[str, Any], options: dict[str, Any]) -> _AsyncEnd:
+        return self._open("open_sender", url, options)
+
+    def open_receiver(self, url: dict[str, Any], options: dict[str, Any], settings: dict[str, Any]) -> _AsyncEnd:
+        return self._open("open_receiver", url, options, settings)

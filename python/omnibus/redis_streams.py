@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -180,7 +179,6 @@ class RedisReceiver:
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._redeliver: deque[Received] = deque()  # nacked, claimed back, delivered first
-        self._lock = threading.Lock()
         self._client = _client(url, options)
         self.connected: Optional[bool] = True
         try:
