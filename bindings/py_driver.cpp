@@ -401,7 +401,9 @@ class PyReceiver final : public Receiver, public std::enable_shared_from_this<Py
       return std::make_shared<Message>(std::move(data), std::move(topic), attempt ? attempt : 1, self, id);
     } catch (py::error_already_set& e) {
       throw from_python(e, where + ", message " + std::to_string(i));
-    } catch (const py::cast_error& e) {
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // py::cast_error, py::type_error from to_bytes
       throw Error(ErrorCode::Internal, where + ": message " + std::to_string(i) + ": " + e.what());
     }
   }

@@ -440,3 +440,14 @@ def test_async_def_methods_run_on_an_event_loop_of_the_engines() -> None:
         assert not [t for t in threading.enumerate() if t.name == "omnibus-atoy-driver-loop"]
     finally:
         omnibus.unregister_driver("atoy")
+
+
+def test_a_malformed_received_message_is_internal_naming_the_driver(toy: ToyDriver) -> None:
+    class Odd(ToyReceiver):
+        def receive_batch(self, max_messages: int, timeout: float) -> list[Any]:
+            return [("id-1", 12345)]  # a payload that is not bytes
+
+    toy.open_receiver = lambda url, options, settings: Odd(toy, url["path"])  # type: ignore[method-assign]
+    with omnibus.subscriber("toy://h/t") as sub:
+        with pytest.raises(omnibus.InternalError, match=r"toy:// driver's receive_batch \(Python\): message 0: payload"):
+            sub.receive(timeout=10)
