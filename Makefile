@@ -12,13 +12,16 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
 	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev \
-	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat \
+	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
 	clang libclang-rt-14-dev
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
 	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
 	"pandas>=1.5" "matplotlib>=3.6" \
-	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3"
+	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3" \
+	"redis>=5"
+# redis: the redis:// driver, written in Python (omnibus.drivers.redis), and
+# the peer client of bench_redis.py.
 # pandas and matplotlib: omnibus compare's tables and plots. The last four are
 # the peer clients that the benchmarks run beside omnibus in the same run
 # (bench_*.py print both figures and the ratio), and Kafka's end offsets.

@@ -58,6 +58,9 @@ py::object make_exception(const Error& e);
 // Raises `e` as its Python class; never returns.
 [[noreturn]] void raise(const Error& e);
 [[noreturn]] void raise_object(py::object exc);
+// The code of an omnibus exception instance (a subclass counts as its base:
+// a BrokerError is Unavailable), nullopt for any other exception. Needs the GIL.
+std::optional<ErrorCode> error_code_of(py::handle exc);
 
 // A codec as the bindings use it: a built-in C++ codec (with fast paths for
 // raw and text) or a Python object with encode(value) -> bytes and

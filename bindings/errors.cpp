@@ -25,6 +25,14 @@ void raise_object(py::object exc) {
 
 void raise(const Error& e) { raise_object(make_exception(e)); }
 
+std::optional<ErrorCode> error_code_of(py::handle exc) {
+  // Most derived first is not needed: the classes are siblings under
+  // omnibus.Error, so at most one matches (a subclass of one matches it).
+  for (std::size_t i = 0; i < g_classes.size(); ++i)
+    if (PyObject_IsInstance(exc.ptr(), g_classes[i].ptr()) == 1) return static_cast<ErrorCode>(i);
+  return std::nullopt;
+}
+
 void export_errors(py::module_& m) {
   py::module_ builtins = py::module_::import("builtins");
   py::dict ns;

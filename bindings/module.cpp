@@ -11,6 +11,7 @@ void export_subscriber(py::module_& m);
 void export_registry(py::module_& m);
 void export_bench(py::module_& m);
 void export_bridge(py::module_& m);
+void export_py_drivers(py::module_& m);
 }  // namespace omnibus::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
   export_registry(m);
   export_bench(m);
   export_bridge(m);
+  export_py_drivers(m);
 }

@@ -61,9 +61,21 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
     "nats": ("nats", lambda base, topic: f"{base}/{topic}"),
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
+    # Written in Python (omnibus.redis_streams): a stream per test.
+    "redis": ("redis", lambda base, topic: f"{base}/{topic}"),
 }
 
-TARGETS = ["mem", *_TOPIC_URL]
+# A driver of one's own (a Python driver registered by its package's entry point, say) runs the
+# whole suite with OMNIBUS_CONFORMANCE_URL=foo://host:port[?options] and `-k custom`: each test
+# gets a fresh topic as the URL's path.
+_CUSTOM_URL = os.environ.get("OMNIBUS_CONFORMANCE_URL", "")
+
+TARGETS = ["mem", *_TOPIC_URL, *(["custom"] if _CUSTOM_URL else [])]
+
+
+def _custom(topic: str) -> str:
+    base, _, query = _CUSTOM_URL.partition("?")
+    return f"{base.rstrip('/')}/{topic}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(params=TARGETS)
@@ -71,6 +83,8 @@ def target(request: pytest.FixtureRequest) -> Target:
     name: str = request.param
     if name == "mem":
         return Target("mem", lambda topic: f"mem://{topic}")
+    if name == "custom":
+        return Target(_CUSTOM_URL.split("://", 1)[0], _custom)
     kind, make = _TOPIC_URL[name]
     missing = omnibus.unavailable_drivers().get(kind)
     if missing:

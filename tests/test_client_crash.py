@@ -4,7 +4,8 @@ A child process subscribes with auto_ack=False in a group (a Kafka consumer grou
 queue, a JetStream durable consumer), receives some of the messages, acks some of those, prints the
 ids it got and acked, and is SIGKILLed. A new subscriber in the same group must then get every
 message that was not acked: the ones the child held unacked, the ones still in its prefetch buffer
-and the ones it never fetched (duplicates are allowed, losses are not). Marked `fault`: each test
+and the ones it never fetched (duplicates are allowed, losses are not); a Redis consumer group (redis://, a
+driver written in Python) too. Marked `fault`: each test
 runs OMNIBUS_FAULT_LOOPS times (see conftest.pytest_generate_tests), each time on fresh names.
 """
 
@@ -154,5 +155,15 @@ def test_jetstream_durable_consumer_crash(nats_url: str) -> None:
     # What the dead member fetched comes again to the durable's next member after ack_wait.
     def round_(n: str) -> None:
         crash_and_recover(f"{nats_url.rstrip('/')}/crash-{n}?stream=crash-{n}&durable=d-{n}&ack_wait=1s")
+
+    once(round_)
+
+
+@pytest.mark.fault
+def test_redis_group_consumer_crash(redis_url: str) -> None:
+    # The dead consumer's pending entries stay in the group's PEL; after ack_deadline_ms the new member
+    # takes them over (XAUTOCLAIM) with Redis' delivery count.
+    def round_(n: str) -> None:
+        crash_and_recover(f"{redis_url}/crash-{n}?group=g-{n}&ack_deadline_ms=1000")
 
     once(round_)

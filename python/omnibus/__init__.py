@@ -15,7 +15,8 @@ arguments (``prefetch=10``); ``omnibus.drivers()`` lists every option of every
 driver with its type, default and meaning. Errors are ``omnibus.Error``
 subclasses that also inherit the matching builtin (``InvalidArgument`` is a
 ``ValueError``, ``Timeout`` a ``TimeoutError``, ...). ``omnibus.aio`` has the
-same API for asyncio. ``omnibus.bridge(source_url, sink_url)`` moves messages
+same API for asyncio. ``omnibus.register_driver(scheme, driver)`` adds a
+protocol written in Python (``omnibus.driver``; redis:// is one). ``omnibus.bridge(source_url, sink_url)`` moves messages
 between protocols, acking each source message once the sink confirmed it.
 """
 
@@ -43,6 +44,7 @@ from ._core import (
 )
 from ._bridge import Bridge, BridgeStats, DeliveryGuaranteeWarning, Out, Transform, bridge
 from .codecs import Codec, CodecLike, codec_names, register_codec, resolve_codec, unregister_codec
+from .driver import Option, Received, register_driver, unregister_driver
 
 __version__ = "0.1.0"
 
@@ -65,7 +67,9 @@ __all__ = [
     "InvalidArgument",
     "Message",
     "NotFound",
+    "Option",
     "OptionValue",
+    "Received",
     "Publisher",
     "ResourceExhausted",
     "Subscriber",
@@ -78,9 +82,11 @@ __all__ = [
     "option_pairs",
     "publisher",
     "register_codec",
+    "register_driver",
     "subscriber",
     "unavailable_drivers",
     "unregister_codec",
+    "unregister_driver",
 ]
 
 
@@ -138,3 +144,14 @@ def drivers() -> list[dict[str, Any]]:
 def unavailable_drivers() -> dict[str, str]:
     """Protocol schemes without a driver in this build, with the reason."""
     return dict(_core.unavailable_drivers())
+
+
+def _load_driver_entry_points() -> None:
+    # Drivers that installed packages declare (entry point group
+    # "omnibus.drivers"; redis:// is omnibus' own), as pytest loads plugins.
+    from .driver import load_entry_points
+
+    load_entry_points()
+
+
+_load_driver_entry_points()

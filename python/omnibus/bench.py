@@ -176,8 +176,9 @@ _VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "kafka": [("kafka acks=1", {"acks": "1", "linger_ms": 5}), ("kafka acks=all", {"acks": "all", "linger_ms": 5})],
     "amqp": [("amqp", {"confirm": False}), ("amqp confirms", {"confirm": True})],
     "nats": [("nats core", {}), ("nats jetstream", {"stream": "{topic}"})],
+    "redis": [("redis streams", {})],  # a driver written in Python (omnibus.redis_streams)
 }
-PROTOCOLS = ("mqtt", "kafka", "amqp", "nats")
+PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis")
 
 
 def default_targets(urls: Mapping[str, str], brokers: Mapping[str, Any] | None = None,
@@ -319,6 +320,8 @@ class _BrokerCounter:
         try:
             if proto == "kafka":
                 return _kafka_end_offsets(self.target.base, self.topic)
+            if proto == "redis":
+                return _redis_stream_length(self.target.base, self.topic)
             if proto == "nats" and broker is not None and "monitor" in getattr(broker, "ports", {}):
                 mon = f"http://127.0.0.1:{broker.ports['monitor']}"
                 if "stream" in self.target.options:
@@ -340,6 +343,18 @@ class _BrokerCounter:
         if after is None or self.before is None:
             return None
         return after - self.before
+
+
+def _redis_stream_length(base: str, stream: str) -> int | None:
+    """XLEN of the stream: every entry the benchmark XADDed (it sets no MAXLEN)."""
+    import redis
+
+    host, port = base.split("://", 1)[1].rstrip("/").rsplit("@", 1)[-1].rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port))
+    try:
+        return int(client.xlen(stream))
+    finally:
+        client.close()
 
 
 def _kafka_end_offsets(base: str, topic: str) -> int | None:

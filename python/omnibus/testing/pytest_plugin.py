@@ -1,10 +1,10 @@
 """pytest plugin (entry point ``pytest11: omnibus``): real brokers as session fixtures.
 
-Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url`` (and
+Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url``, ``redis_url`` (and
 ``nats_cluster_url``, ``kafka_cluster_url``) give a broker URL:
 
 * from ``OMNIBUS_MQTT_URL`` / ``OMNIBUS_NATS_URL`` / ``OMNIBUS_AMQP_URL`` /
-  ``OMNIBUS_KAFKA_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
+  ``OMNIBUS_KAFKA_URL`` / ``OMNIBUS_REDIS_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
   (see docker-compose.yml) or elsewhere;
 * otherwise from a broker this plugin starts on loopback, once per session,
   and stops at the end of it.
@@ -14,7 +14,7 @@ kill it; they skip when the URL comes from the environment. A broker whose
 program is not installed skips its tests with the reason, except under
 ``CI=true``, where that is a failure: CI must run everything.
 
-Markers ``mqtt``, ``nats``, ``amqp``, ``kafka`` are added to every test that
+Markers ``mqtt``, ``nats``, ``amqp``, ``kafka``, ``redis`` are added to every test that
 uses the matching fixture, so ``pytest -m kafka`` or ``-m "not amqp"`` select
 protocols.
 """
@@ -37,6 +37,7 @@ _CLASSES = {
     "nats": ("nats", "NatsServer", "NatsCluster"),
     "amqp": ("rabbitmq", "RabbitMQ", None),
     "kafka": ("kafka", "Kafka", "KafkaCluster"),
+    "redis": ("redis", "Redis", None),
 }
 
 
@@ -138,6 +139,8 @@ mqtt_url = _url_fixture("mqtt")
 nats_url = _url_fixture("nats")
 amqp_url = _url_fixture("amqp")
 kafka_url = _url_fixture("kafka")
+redis_broker = _broker_fixture("redis")
+redis_url = _url_fixture("redis")
 nats_cluster = _cluster_fixture("nats")
 kafka_cluster = _cluster_fixture("kafka")
 nats_cluster_url = _cluster_url_fixture("nats")

@@ -17,8 +17,9 @@ from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
 from .nats import NatsCluster, NatsServer, nats_probe
 from .rabbitmq import RabbitMQ, amqp_probe
+from .redis import Redis, redis_probe
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka}
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka, "redis": Redis}
 
 __all__ = [
     "BROKERS",
@@ -31,11 +32,13 @@ __all__ = [
     "NatsServer",
     "ProgramMissing",
     "RabbitMQ",
+    "Redis",
     "amqp_probe",
     "free_port",
     "kafka_jars",
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
+    "redis_probe",
     "started",
 ]
