@@ -68,7 +68,7 @@ def test_tiny_comparison_against_each_real_broker(kind: str, request: pytest.Fix
     report = result.save(tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == len(targets) and saved["workloads"][0]["messages"] == TINY.messages
-    assert report.exists() and any(tmp_path.glob("latency_*.png"))
+    assert report.exists() and any(tmp_path.glob("delivered_*.png"))
     assert "msg/s" in result.table()
 
 
