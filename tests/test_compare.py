@@ -196,3 +196,25 @@ def test_repr_masks_the_password(mqtt_url: str) -> None:
         text = repr(pub)
         assert "s3cret" not in text and "alice:***@" in text and text.startswith("<omnibus.Publisher mqtt ")
         assert text.endswith(("connected>", "reconnecting>"))
+
+
+def test_the_example_scenario_files_are_the_built_in_scenarios() -> None:
+    folder = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
+    loaded = {w.name: w for w in map(bench.Workload.from_file, sorted(folder.glob("*.json")))}
+    assert loaded == bench.SCENARIOS
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [bench.Workload(name="fan-out", fanout=3, messages=600, batch=100, idle_timeout=3),
+     bench.Workload(name="competing", subscribers=3, messages=600, batch=100, idle_timeout=3),
+     bench.Workload(name="producers", publishers=3, key_space=10, messages=600, batch=100, idle_timeout=3),
+     bench.Workload(name="backlog", backlog=True, messages=600, batch=100, idle_timeout=3)],
+    ids=lambda w: w.name,
+)
+def test_scenarios_on_mem_deliver_every_copy(workload: bench.Workload) -> None:
+    row = bench.run_target(bench.Target("mem", "mem://"), 100, workload)
+    assert row.get("error") is None, row
+    copies = workload.messages * workload.fanout
+    assert row["lost"] == 0 and row["duplicated"] == 0 and row["received"] == copies
+    assert row["delivered_rate"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]

@@ -65,6 +65,7 @@ HEADER_BYTES = 16  # sequence number + intended send time at the start of every 
 __all__ = [
     "ComparisonResult",
     "Target",
+    "SCENARIOS",
     "Sweep",
     "Workload",
     "compare",
@@ -87,7 +88,10 @@ class Workload:
     before the run ends (what has not arrived by then counts as lost); ``options`` extra URL
     options per target name, e.g. ``{"kafka acks=1": {"linger_ms": 1}}``; ``consumer_work_us``
     the time each subscriber spends per message (paced, not busy: a slow consumer that handles
-    at most 1e6 / consumer_work_us messages per second, whatever the machine).
+    at most 1e6 / consumer_work_us messages per second, whatever the machine); ``fanout``
+    independent subscriptions that each get every message (each with ``subscribers`` members);
+    ``backlog``: publish everything first, then start consuming (a catch-up read: the rates are
+    then the drain's, from the first receive).
     """
 
     payload_sizes: list[int] = dataclasses.field(default_factory=lambda: [100])
@@ -101,6 +105,8 @@ class Workload:
     idle_timeout: float = 5.0
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     consumer_work_us: float = 0.0
+    fanout: int = 1
+    backlog: bool = False
     name: str = "throughput"
 
     def __post_init__(self) -> None:
@@ -108,7 +114,7 @@ class Workload:
         if not self.payload_sizes or any(not isinstance(s, int) or s < HEADER_BYTES for s in self.payload_sizes):
             problems.append(f"payload_sizes must be integers >= {HEADER_BYTES} (the benchmark header), "
                             f"got {self.payload_sizes!r}")
-        for name in ("messages", "publishers", "subscribers", "batch"):
+        for name in ("messages", "publishers", "subscribers", "batch", "fanout"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
@@ -148,6 +154,17 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# The scenarios people compare brokers by, as data (examples/scenarios/*.json are these files).
+SCENARIOS: dict[str, Workload] = {w.name: w for w in [
+    Workload(name="payload sizes", payload_sizes=[100, 1_000, 10_000, 65_536], messages=10_000),
+    Workload(name="fan-out", fanout=4, messages=5_000),
+    Workload(name="competing consumers", subscribers=4, messages=10_000),
+    Workload(name="many producers", publishers=4, messages=10_000),
+    Workload(name="keys", key_space=100, messages=10_000),
+    Workload(name="backlog drain", backlog=True, messages=10_000),
+]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,21 +447,25 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
     topic = f"cmp-{os.getpid()}-{next(_runs)}-{uuid.uuid4().hex[:6]}"
     extra = workload.options.get(target.name, {})
     url = target.url(topic, extra)
-    sub_opts: dict[str, Any] = {"group": f"g-{topic}"} if workload.subscribers > 1 else {}
     row: dict[str, Any] = {"workload": workload.name, "target": target.name, "protocol": target.protocol,
                            "payload_bytes": size, "messages": n, "rate": workload.rate, "topic": topic}
-    recorder = _core.DeliveryRecorder(n)
+    # One recorder per subscription (fan-out: each gets every message); the members of one
+    # subscription share a group (competing consumers).
+    recorders = [_core.DeliveryRecorder(n) for _ in range(workload.fanout)]
     with contextlib.ExitStack() as stack:
-        subs = [stack.enter_context(omnibus.subscriber(url, **sub_opts)) for _ in range(workload.subscribers)]
+        subs: list[tuple[omnibus.Subscriber, Any]] = []
+        for i, rec in enumerate(recorders):
+            opts: dict[str, Any] = {"group": f"g{i}-{topic}"} if workload.subscribers > 1 else {}
+            subs += [(stack.enter_context(omnibus.subscriber(url, **opts)), rec) for _ in range(workload.subscribers)]
         pubs = [stack.enter_context(omnibus.publisher(url, max_pending=max(4 * workload.batch, 10_000)))
                 for _ in range(workload.publishers)]
         caps = pubs[0].capabilities()
-        sub_caps = subs[0].capabilities()
+        sub_caps = subs[0][0].capabilities()
         # The pair is as strong as its weaker side (amqp with confirm=false: the publisher is at-most-once).
         sides = {caps.get("delivery_guarantee"), sub_caps.get("delivery_guarantee")}
         row["guarantee"] = "at-most-once" if "at-most-once" in sides else sub_caps.get("delivery_guarantee")
         row["features"] = {name: sub_caps.get(name) if name in sub_caps else caps.get(name) for name in FEATURES}
-        _warm_up(pubs[0], subs)
+        _warm_up(pubs[0], [sub for sub, _ in subs])
         counter = _BrokerCounter(target, topic) if check_broker else None
         port = _broker_port(target)
         wire0 = _tcp_bytes(port) if port else None
@@ -459,7 +480,7 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
 
         service_ns = int(workload.consumer_work_us * 1000)
 
-        def receive(sub: omnibus.Subscriber) -> None:
+        def receive(sub: omnibus.Subscriber, recorder: Any) -> None:
             free_ns = 0  # when this (paced) consumer is done with the messages it holds
             try:
                 while not stop.is_set():
@@ -515,21 +536,27 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
             for first_seq, d in deliveries:
                 failures.extend(first_seq + i for i, _ in d.failures())
 
-        receivers = [threading.Thread(target=receive, args=(s,), name="bench-receive") for s in subs]
+        receivers = [threading.Thread(target=receive, args=sr, name="bench-receive") for sr in subs]
         publishers = [threading.Thread(target=publish, args=(p, a, b), name="bench-publish")
                       for p, (a, b) in zip(pubs, per_pub)]
-        for t in receivers + publishers:
+        for t in ([] if workload.backlog else receivers) + publishers:
             t.start()
         t0 = time.monotonic_ns()
         for t in publishers:
             t.join()
         published_ns = time.monotonic_ns()
         done_publishing.set()
+        receive_ns = min(t0, start_ns)
+        if workload.backlog:  # everything is published (and confirmed): now the catch-up read
+            receive_ns = time.monotonic_ns()
+            for t in receivers:
+                t.start()
+        expected = n * workload.fanout
         # Wait until everything arrived, or nothing new came for idle_timeout seconds.
         last, last_change = -1, time.monotonic()
         drain_until = time.monotonic() + drain_seconds if drain_seconds is not None else float("inf")
-        while recorder.unique < n and not receive_errors and time.monotonic() < drain_until:
-            got = recorder.received
+        while sum(r.unique for r in recorders) < expected and not receive_errors and time.monotonic() < drain_until:
+            got = sum(r.received for r in recorders)
             if got != last:
                 last, last_change = got, time.monotonic()
             elif time.monotonic() - last_change > workload.idle_timeout:
@@ -542,19 +569,23 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
         wire1 = _tcp_bytes(port) if port else None
         broker_cpu1 = _process_tree_cpu(broker_pid) if broker_pid else None
         broker_count = counter.delta() if counter else None
-    hist = recorder.histogram()
-    unique = recorder.unique
+    hist = recorders[0].histogram()
+    for rec in recorders[1:]:
+        hist.merge(rec.histogram())
+    unique = sum(r.unique for r in recorders)
+    last_ns = max(r.last_ns for r in recorders)
     pct = hist.percentiles(list(PERCENTILES))
     publish_s = max(published_ns - min(t0, start_ns), 1) / 1e9
-    deliver_s = max(recorder.last_ns - min(t0, start_ns), 1) / 1e9 if unique else float("nan")
+    deliver_s = max(last_ns - receive_ns, 1) / 1e9 if unique else float("nan")
     ok_published = n - len(failures)
+    # Between the first and the last message received: the pace the subscribers kept, without the
+    # start-up and the last message's latency that delivered_rate includes (the slowest subscription).
+    paces = [(r.unique - 1) / ((r.last_ns - r.first_ns) / 1e9) for r in recorders
+             if r.unique > 1 and r.last_ns > r.first_ns]
     row.update({
         "publish_rate": n / publish_s,
         "delivered_rate": unique / deliver_s if unique else 0.0,
-        # Between the first and the last message received: the pace the subscribers kept, without
-        # the start-up and the last message's latency that delivered_rate includes.
-        "keep_up_rate": (unique - 1) / ((recorder.last_ns - recorder.first_ns) / 1e9)
-        if unique > 1 and recorder.last_ns > recorder.first_ns else None,
+        "keep_up_rate": min(paces) if len(paces) == len(recorders) else None,
         "publish_mbps": n * size / publish_s / 1e6,
         "delivered_mbps": unique * size / deliver_s / 1e6 if unique else 0.0,
         **{f"p{p:g}_ms".replace(".", "_"): v / 1e6 for p, v in zip(PERCENTILES, pct)},
@@ -565,9 +596,9 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
         if broker_cpu0 is not None and broker_cpu1 is not None else None,
         "wire_out_bytes": (wire1[0] - wire0[0]) / n if wire0 and wire1 else None,
         "wire_in_bytes": (wire1[1] - wire0[1]) / n if wire0 and wire1 else None,
-        "received": recorder.received,
-        "lost": n - unique,
-        "duplicated": recorder.duplicates,
+        "received": sum(r.received for r in recorders),
+        "lost": expected - unique,
+        "duplicated": sum(r.duplicates for r in recorders),
         "failed": len(failures),
         "broker_count": broker_count,
         "broker_check": _check(broker_count, ok_published, target) if counter else None,
@@ -614,7 +645,7 @@ class Sweep:
     precision: float = 0.1
     min_rate: float = 50.0
     max_rate: float = 1_000_000.0
-    budget_seconds: float = 90.0
+    budget_seconds: float = 40.0
     fractions: tuple[float, ...] = (0.1, 0.5, 0.9)
     fraction_seconds: float = 2.0
 

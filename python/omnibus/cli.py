@@ -59,18 +59,19 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         sweep = None if args.no_sweep else (bench.Sweep.quick if args.quick else bench.Sweep)(
             slo_p99_ms=args.slo_p99_ms)
-        if args.workload:
-            workloads = [bench.Workload.from_file(args.workload)]
-        elif args.quick:
-            workloads = []
-        else:
-            workloads = [bench.Workload(name="payload sizes", payload_sizes=[100, 1_000, 10_000, 65_536],
-                                        messages=20_000)]
+        names = args.scenarios if args.scenarios is not None else "" if args.quick or args.workload else "all"
+        names_list = list(bench.SCENARIOS) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+        unknown_s = [n for n in names_list if n not in bench.SCENARIOS]
+        if unknown_s:
+            raise omnibus.InvalidArgument(f"unknown scenario(s) {unknown_s}; choose from "
+                                          f"{', '.join(bench.SCENARIOS)} or all")
+        workloads = [bench.SCENARIOS[n] for n in names_list]
+        workloads += [bench.Workload.from_file(f) for f in args.workload or []]
     except omnibus.InvalidArgument as e:
         print(f"omnibus compare: {e}", file=sys.stderr)
         return 2
     if sweep is None and not workloads:
-        print("omnibus compare: --no-sweep with --quick leaves nothing to measure; give --workload FILE",
+        print("omnibus compare: --no-sweep leaves nothing to measure here; give --scenarios or --workload FILE",
               file=sys.stderr)
         return 2
     given = dict(u.split("=", 1) for u in args.url or [])
@@ -246,6 +247,8 @@ def _rate(text: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import bench  # no pandas or matplotlib: those are checked when compare runs
+
     parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     compare = sub.add_parser("compare", help="measure MQTT, Kafka, RabbitMQ and NATS side by side")
@@ -261,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="comma-separated subset of mqtt,kafka,amqp,nats (default: all; mem: mem:// only)")
     compare.add_argument("--url", action="append", metavar="KIND=URL",
                          help="use this broker instead of starting one, e.g. kafka=kafka://127.0.0.1:9092")
-    compare.add_argument("--workload", help="a workload file (JSON or YAML) with omnibus.bench.Workload fields")
+    compare.add_argument("--workload", action="append", metavar="FILE",
+                         help="a workload file (JSON or YAML) with omnibus.bench.Workload fields; repeatable "
+                              "(examples/scenarios/ has one per built-in scenario)")
+    compare.add_argument("--scenarios", metavar="NAMES",
+                         help="comma-separated built-in scenarios after the sweep, or all (default: all; "
+                              "none with --quick or --workload): " + ", ".join(bench.SCENARIOS))
     compare.set_defaults(fn=_compare)
     demo = sub.add_parser("demo", help="a mem:// round trip and its throughput")
     demo.add_argument("--messages", type=int, default=1_000_000, help="messages per measurement")
