@@ -218,3 +218,23 @@ def test_scenarios_on_mem_deliver_every_copy(workload: bench.Workload) -> None:
     copies = workload.messages * workload.fanout
     assert row["lost"] == 0 and row["duplicated"] == 0 and row["received"] == copies
     assert row["delivered_rate"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", bench.PROTOCOLS)
+def test_scenarios_against_each_real_broker(kind: str, request: pytest.FixtureRequest) -> None:
+    """Fan-out, competing consumers and a backlog drain on every broker: every copy counted, none
+    lost where the guarantee promises none (the speed is never asserted)."""
+    if kind in omnibus.unavailable_drivers():
+        pytest.skip(f"{kind}:// is not in this build: {omnibus.unavailable_drivers()[kind]}")
+    url = request.getfixturevalue(f"{kind}_url")
+    target = bench.default_targets({kind: url}, include_mem=False)[-1]  # the at-least-once variant
+    for wl in (bench.Workload(name="fan-out", fanout=2, messages=300, batch=100, idle_timeout=5),
+               bench.Workload(name="competing", subscribers=2, messages=300, batch=100, idle_timeout=5),
+               bench.Workload(name="backlog", backlog=True, messages=300, batch=100, idle_timeout=5)):
+        row = bench.run_target(target, 100, wl, check_broker=False)
+        assert row.get("error") is None, row
+        copies = wl.messages * wl.fanout
+        assert row["received"] == copies - row["lost"] + row["duplicated"]
+        if row["guarantee"] == "at-least-once":
+            assert row["lost"] == 0, (wl.name, row)

@@ -412,25 +412,37 @@ def _kafka_end_offsets(base: str, topic: str) -> int | None:
 _runs = itertools.count()
 
 
-def _warm_up(pub: omnibus.Publisher, subs: list[omnibus.Subscriber], timeout: float = 30.0) -> int:
-    """Publish markers until every subscriber got one: connections, subscriptions and topics are
-    ready before the clock starts. Returns how many markers were published."""
+def _warm_up(pub: omnibus.Publisher, groups: list[list[omnibus.Subscriber]], timeout: float = 30.0) -> int:
+    """Publish markers until every subscription (a list of members sharing a group, or one
+    subscriber) got one: connections, subscriptions and topics are ready before the clock starts.
+    A group may legitimately leave members idle (Kafka: one partition), so it is ready when any
+    member received; it then gets a second of markers to settle its rebalance. Returns how many
+    markers were published."""
     marker = _core.make_payloads(2**63, 1, HEADER_BYTES, 0, 0)[0]  # a sequence number no run uses
-    waiting = set(range(len(subs)))
+    waiting = set(range(len(groups)))
     deadline = time.monotonic() + timeout
+    slice_s = 0.5 if sum(map(len, groups)) == 1 else 0.05
     sent = 0
     while waiting:
         if time.monotonic() > deadline:
-            raise omnibus.Timeout(f"warm-up: {len(waiting)} subscriber(s) received nothing within {timeout} s")
+            raise omnibus.Timeout(f"warm-up: {len(waiting)} subscription(s) received nothing within {timeout} s")
         pub.publish(marker).result(timeout=timeout)
         sent += 1
-        for i in list(waiting):
-            if subs[i].receive_batch(1000, timeout=0.5 if len(subs) == 1 else 0.2):
-                waiting.discard(i)
-        if len(subs) > 1 and sent >= 50:
-            break  # competing consumers: a member may legitimately get nothing (e.g. one partition)
-    for s in subs:  # late markers
-        s.receive_batch(1000, timeout=0.2)
+        for i, members in enumerate(groups):
+            for sub in members:
+                if sub.receive_batch(1000, timeout=slice_s):
+                    waiting.discard(i)
+    if any(len(members) > 1 for members in groups):
+        settle = time.monotonic() + 1.0
+        while time.monotonic() < settle:
+            pub.publish(marker).result(timeout=timeout)
+            sent += 1
+            for members in groups:
+                for sub in members:
+                    sub.receive_batch(1000, timeout=0.02)
+    for members in groups:  # late markers
+        for sub in members:
+            sub.receive_batch(1000, timeout=0.2)
     return sent
 
 
@@ -465,7 +477,8 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
         sides = {caps.get("delivery_guarantee"), sub_caps.get("delivery_guarantee")}
         row["guarantee"] = "at-most-once" if "at-most-once" in sides else sub_caps.get("delivery_guarantee")
         row["features"] = {name: sub_caps.get(name) if name in sub_caps else caps.get(name) for name in FEATURES}
-        _warm_up(pubs[0], [sub for sub, _ in subs])
+        k = workload.subscribers
+        _warm_up(pubs[0], [[sub for sub, _ in subs[i:i + k]] for i in range(0, len(subs), k)])
         counter = _BrokerCounter(target, topic) if check_broker else None
         port = _broker_port(target)
         wire0 = _tcp_bytes(port) if port else None
