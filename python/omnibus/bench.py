@@ -783,6 +783,9 @@ LABELS = {
     "p99_at_50": "p99 ms at 50%", "p99_at_90": "p99 ms at 90%", "wire_out_bytes": "bytes out/msg",
     "wire_in_bytes": "bytes in/msg", "client_cpu_us": "client CPU µs/msg", "broker_cpu_us": "broker CPU µs/msg",
     "lost": "lost", "duplicated": "duplicated", "failed": "failed", "broker_check": "broker count",
+    "broker_count": "broker counted", "keep_up_rate": "kept pace msg/s", "publish_rate": "published msg/s",
+    "publish_mbps": "published MB/s", "p90_ms": "p90 ms", "p99_9_ms": "p99.9 ms", "p99_99_ms": "p99.99 ms",
+    "max_ms": "max ms", "mean_ms": "mean ms", "round": "round",
     "rounds": "rounds",
 }
 _FORMATS = {"max_rate": "{:,.0f}", "delivered_rate": "{:,.0f}", "delivered_mbps": "{:.1f}", "vs_fastest": "{:.2f}x",
@@ -1220,8 +1223,28 @@ def machine_facts(brokers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     }
     facts["machine"] = f"{facts['cores']} cores ({facts['cpu']}), {facts['kernel']}, Python {facts['python']}"
     for proto, broker in (brokers or {}).items():
-        facts["brokers"][proto] = getattr(broker, "version", None) or type(broker).__name__
+        facts["brokers"][proto] = getattr(broker, "version", None) or _broker_version(proto, broker)
     return facts
+
+
+# The Debian package of each broker program the harness starts (Kafka comes from Maven).
+_BROKER_PACKAGES = {"mqtt": "mosquitto", "nats": "nats-server", "amqp": "rabbitmq-server"}
+
+
+def _broker_version(proto: str, broker: Any) -> str:
+    """"mosquitto 2.0.11-1.2+deb12u2" and so on: the broker's package and its installed version."""
+    name = "Apache Kafka" if proto == "kafka" else _BROKER_PACKAGES.get(proto, type(broker).__name__)
+    version = None
+    with contextlib.suppress(Exception):
+        if proto == "kafka":
+            from .testing.brokers.kafka import kafka_version
+
+            version = kafka_version()
+        elif proto in _BROKER_PACKAGES and shutil.which("dpkg-query"):
+            out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", _BROKER_PACKAGES[proto]],
+                                 capture_output=True, text=True, timeout=10)
+            version = out.stdout.strip() if out.returncode == 0 else None
+    return f"{name} {version}" if version else name
 
 
 def compare(targets: Sequence[Target], workloads: Workload | Sequence[Workload] = Workload(), *,
