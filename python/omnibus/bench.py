@@ -1,12 +1,17 @@
 """Protocol comparison: the same workload through the same omnibus API on each protocol.
 
-    from omnibus.bench import Workload, compare, default_targets
+    from omnibus.bench import SCENARIOS, Sweep, compare, default_targets, local_brokers
 
-    with local_brokers() as urls:                      # or your own {"kafka": "kafka://...", ...}
-        result = compare(default_targets(urls), Workload(messages=20_000, payload_sizes=[100, 1000]))
-    result.frame()                                     # a pandas DataFrame, one row per target and size
-    result.summary()                                   # the comparison table, one row per target
-    result.save("out/")                                # CSV, JSON (workload, versions, machine), plots, report.html
+    with local_brokers() as (urls, brokers):           # or your own {"kafka": "kafka://...", ...}
+        result = compare(default_targets(urls, brokers), [SCENARIOS["fan-out"]], sweep=Sweep(), repeat=3)
+    result.sweep_summary()                             # per target: max sustainable rate, latency below it
+    result.summary()                                   # per scenario, target and size: medians over rounds
+    result.frame()                                     # a pandas DataFrame, one row per run or sweep step
+    result.save("out/")                                # CSV, JSON (workloads, versions, machine), report.html
+
+The rate sweep (``sweep()``, ``Sweep``) offers each target rising rates, open loop, and keeps the
+highest at which every message arrived, the subscribers kept pace and p99 stayed under the bound;
+then it measures latency at fractions of that rate.
 
 What one row measures, for one target (a URL and its variant options) and one payload size:
 
