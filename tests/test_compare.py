@@ -68,6 +68,8 @@ def test_bad_sweep_settings_name_the_field() -> None:
         bench.Sweep(factor=1)
     with pytest.raises(omnibus.InvalidArgument, match="slo_p99_ms must be > 0"):
         bench.Sweep(slo_p99_ms=0)
+    with pytest.raises(omnibus.InvalidArgument, match="retries"):
+        bench.Sweep(retries=-1)
     with pytest.raises(omnibus.InvalidArgument, match="consumer_work_us"):
         bench.Workload(consumer_work_us=-1)
 
@@ -75,13 +77,15 @@ def test_bad_sweep_settings_name_the_field() -> None:
 @pytest.mark.slow
 def test_the_sweep_finds_a_slow_consumer_on_mem_within_10_percent() -> None:
     """A consumer paced to 500 µs per message handles exactly 2,000 msg/s however fast the
-    machine is; the sweep must find that rate within 10 %. Rates above 1.1x are deterministic
-    failures (the pacer cannot go faster); stalls of a loaded machine can only make a step fail
-    early, and the 100 ms bound with 1.5 s steps leaves room for them."""
+    machine is; the sweep must find that rate within 10 %. The latency bound is set out of reach:
+    on a loaded machine p99 is the machine's stalls, not the target's capacity. What decides is
+    the pace the subscriber kept between 10 % and 90 % of the messages (a stall in between is
+    caught up at once: the pacer runs on a schedule), within 5 %: rates above 1.053x cannot pass,
+    and a failed step is measured again before it counts."""
     capacity = 2_000.0
     wl = bench.Workload(payload_sizes=[100], consumer_work_us=1e6 / capacity)
-    settings = bench.Sweep(step_seconds=1.5, start_rate=700, factor=2, precision=0.05, slo_p99_ms=100,
-                           budget_seconds=120, fraction_seconds=0.5)
+    settings = bench.Sweep(step_seconds=2.0, start_rate=700, factor=2, precision=0.05, slo_p99_ms=100_000,
+                           retries=1, budget_seconds=150, fraction_seconds=0.5)
     rows = bench.sweep(bench.Target("slow mem", "mem://"), 100, wl, settings)
     found = rows[0]["max_rate"]
     assert 0.9 * capacity <= found <= 1.1 * capacity, [(r["rate"], r["verdict"]) for r in rows]
@@ -141,7 +145,8 @@ class _Page(html.parser.HTMLParser):
 
 def test_quick_compare_on_mem_writes_a_report_without_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp"
-    rc = cli.main(["compare", "--quick", "--protocols", "mem", "--out", str(out)])
+    # A bound a loaded machine meets: this test is about the report, not the speed.
+    rc = cli.main(["compare", "--quick", "--slo-p99-ms", "2000", "--protocols", "mem", "--out", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "max sustainable msg/s" in printed and "mem" in printed

@@ -468,11 +468,13 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
     # One recorder per subscription (fan-out: each gets every message); the members of one
     # subscription share a group (competing consumers).
     recorders = [_core.DeliveryRecorder(n) for _ in range(workload.fanout)]
+    # (time, distinct messages so far) after each record() of each subscription, for _pace().
+    progress: list[list[tuple[int, int]]] = [[] for _ in recorders]
     with contextlib.ExitStack() as stack:
         subs: list[tuple[omnibus.Subscriber, Any]] = []
         for i, rec in enumerate(recorders):
             opts: dict[str, Any] = {"group": f"g{i}-{topic}"} if workload.subscribers > 1 else {}
-            subs += [(stack.enter_context(omnibus.subscriber(url, **opts)), rec) for _ in range(workload.subscribers)]
+            subs += [(stack.enter_context(omnibus.subscriber(url, **opts)), i) for _ in range(workload.subscribers)]
         pubs = [stack.enter_context(omnibus.publisher(url, max_pending=max(4 * workload.batch, 10_000)))
                 for _ in range(workload.publishers)]
         caps = pubs[0].capabilities()
@@ -497,7 +499,8 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
 
         service_ns = int(workload.consumer_work_us * 1000)
 
-        def receive(sub: omnibus.Subscriber, recorder: Any) -> None:
+        def receive(sub: omnibus.Subscriber, index: int) -> None:
+            recorder, seen = recorders[index], progress[index]
             free_ns = 0  # when this (paced) consumer is done with the messages it holds
             try:
                 while not stop.is_set():
@@ -506,6 +509,7 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
                         continue
                     if not service_ns:
                         recorder.record(batch)
+                        seen.append((time.monotonic_ns(), recorder.unique))
                         continue
                     # A queue with a fixed service time: each message is handed over service_ns after
                     # the later of its arrival and the previous message's hand-over. The schedule, not
@@ -519,6 +523,7 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
                             time.sleep((free_ns + service_ns - now) / 1e9)
                             continue
                         recorder.record(batch[i:i + done])
+                        seen.append((time.monotonic_ns(), recorder.unique))
                         free_ns += done * service_ns
                         i += done
             except BaseException as e:  # noqa: BLE001 - reported in the row
@@ -595,10 +600,7 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
     publish_s = max(published_ns - min(t0, start_ns), 1) / 1e9
     deliver_s = max(last_ns - receive_ns, 1) / 1e9 if unique else float("nan")
     ok_published = n - len(failures)
-    # Between the first and the last message received: the pace the subscribers kept, without the
-    # start-up and the last message's latency that delivered_rate includes (the slowest subscription).
-    paces = [(r.unique - 1) / ((r.last_ns - r.first_ns) / 1e9) for r in recorders
-             if r.unique > 1 and r.last_ns > r.first_ns]
+    paces = [p for p in (_pace(progress[i], n) for i in range(len(recorders))) if p is not None]
     row.update({
         "publish_rate": n / publish_s,
         "delivered_rate": unique / deliver_s if unique else 0.0,
@@ -622,6 +624,21 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
         "error": "; ".join(repr(e) for e in receive_errors) or None,
     })
     return row
+
+
+def _pace(seen: list[tuple[int, int]], n: int) -> float | None:
+    """Messages per second that one subscription kept between receiving 10 % and 90 % of ``n``.
+
+    What a saturated target cannot hide (it delivers at its own rate, not the offered one), while
+    a stall of a shared machine in between is caught up right after and changes nothing; the
+    start-up and the last messages' latency, which delivered_rate includes, stay out. None when
+    fewer than 90 % arrived."""
+    seen = sorted(seen)
+    lo = next(((t, u) for t, u in seen if u >= 0.1 * n), None)
+    hi = next(((t, u) for t, u in seen if u >= 0.9 * n), None)
+    if lo is None or hi is None or hi[0] <= lo[0] or hi[1] <= lo[1]:
+        return None
+    return (hi[1] - lo[1]) / ((hi[0] - lo[0]) / 1e9)
 
 
 def _check(broker_count: int | None, published: int, target: Target) -> str:
@@ -651,7 +668,9 @@ class Sweep:
     twice, as a target may still be warming up), then bisect (geometric mean) until the highest
     sustained and the lowest failed rate are within ``precision`` (0.1: 10 %) or
     ``budget_seconds`` of steps were spent. Then latency is measured at ``fractions`` of the
-    rate found. ``Sweep.quick()`` is the small one that ``omnibus compare --quick`` uses.
+    rate found. ``retries``: a failed step is measured again up to this many times (a stall of a
+    shared machine then cannot fail a rate alone). ``Sweep.quick()`` is the small one that
+    ``omnibus compare --quick`` uses.
     """
 
     slo_p99_ms: float = 50.0
@@ -665,6 +684,7 @@ class Sweep:
     budget_seconds: float = 40.0
     fractions: tuple[float, ...] = (0.1, 0.5, 0.9)
     fraction_seconds: float = 2.0
+    retries: int = 0
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be > 0, got {getattr(self, name)!r}" for name in
@@ -673,6 +693,8 @@ class Sweep:
                     if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0]
         if not 0 <= self.tolerance < 1:
             problems.append(f"tolerance must be a fraction in [0, 1), got {self.tolerance!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            problems.append(f"retries must be an integer >= 0, got {self.retries!r}")
         if not self.factor > 1:
             problems.append(f"factor must be > 1, got {self.factor!r}")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -741,6 +763,10 @@ def sweep(target: Target, size: int, workload: Workload, settings: Sweep | None 
     retried = False
     while time.monotonic() < deadline:
         verdict = step(rate, s.step_seconds, "search")["verdict"]
+        for _ in range(s.retries):
+            if verdict == "ok" or rows[-1].get("error") or time.monotonic() >= deadline:
+                break
+            verdict = step(rate, s.step_seconds, "search")["verdict"]
         if verdict != "ok" and good is None and not retried and not rows[-1].get("error"):
             # Before any rate held, a failure may be the target warming up (a JVM compiling, a
             # topic's first leader election): the first failure is measured once more.
@@ -992,7 +1018,7 @@ class ComparisonResult:
                 ax.axhline(slo, color="grey", linestyle="--", linewidth=1, label=f"p99 bound {slo:g} ms")
             ax.set(xscale="log", yscale="log", xlabel="offered rate (messages per second)",
                    ylabel="p99 end-to-end latency (ms)", title="Latency as the offered rate grows (rate sweep)")
-            ax.legend(fontsize=7, ncol=2)
+            _legend(ax)
             paths.append(_save(fig, out / "sweep_rate_vs_p99.png"))
 
             fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -1007,7 +1033,7 @@ class ComparisonResult:
             ax.set_xticks(xs)
             ax.set_xticklabels([f"{p:g}%" for p in PERCENTILES])
             ax.minorticks_off()
-            ax.legend(fontsize=7, ncol=2)
+            _legend(ax)
             paths.append(_save(fig, out / "sweep_latency_percentiles.png"))
 
             sw = self.sweep_summary().set_index("target")
@@ -1030,7 +1056,7 @@ class ComparisonResult:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=target)
                 ax.set(xscale="log", yscale="log", xlabel="payload size (bytes)", ylabel="messages delivered per second",
                        title=f"Delivered rate by payload size ({wl})")
-                ax.legend(fontsize=7, ncol=2)
+                _legend(ax)
             else:
                 targets = self._targets(part)
                 ax.bar(targets, [_median([r["delivered_rate"] for r in part if r["target"] == t]) or 0
@@ -1160,6 +1186,11 @@ def _missing(v: Any) -> bool:
 
 def _html(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a target that sustained nothing draws no line
+        ax.legend(fontsize=7, ncol=2)
 
 
 def _save(fig: Any, path: Path) -> Path:
