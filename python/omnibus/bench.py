@@ -973,7 +973,9 @@ class ComparisonResult:
                              f"is the fastest setting; " + ", ".join(others) + " of its rate.")
             zero = sw[sw["max_rate"] <= 0]
             for _, r in zero.iterrows():
-                lines.append(f"{_html(r['target'])} sustained no rate it was offered (see every run below).")
+                tried = [x["rate"] for x in self.rows if x.get("workload") == "sweep" and x["target"] == r["target"]]
+                lines.append(f"{_html(r['target'])} sustained none of the rates tried (the lowest: "
+                             f"{min(tried, default=0):,.0f} msg/s) within the sweep's time; see every run below.")
         lost = [r for r in self.rows if r.get("workload") != "sweep" and (r.get("lost") or r.get("error"))]
         for r in lost:
             what = r.get("error") or f"lost {r['lost']} of {r['messages']}"
