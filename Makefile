@@ -15,17 +15,15 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
 	clang libclang-rt-14-dev
-PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
-	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
-	"pandas>=1.5" "matplotlib>=3.6" \
-	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3" \
-	"redis>=5"
-# redis: the redis:// driver, written in Python (omnibus.drivers.redis), and
-# the peer client of bench_redis.py.
-# pandas and matplotlib: omnibus compare's tables and plots. The last four are
-# the peer clients that the benchmarks run beside omnibus in the same run
-# (bench_*.py print both figures and the ratio), and Kafka's end offsets.
 # clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): make fuzz.
+# Build tools of the package, needed in the venv because it is built with
+# --no-build-isolation (incremental builds in build/).
+PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9"
+# Everything else comes from pyproject.toml's extras, so the Makefile and
+# `pip install "omnibus[compare]"` never disagree: compare (pandas, matplotlib,
+# tqdm), notebook, test, and peers (the peer clients that the benchmarks run
+# beside omnibus in the same run, and Kafka's end offsets).
+PIP_EXTRAS := compare notebook test peers redis
 
 .PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
 
@@ -43,7 +41,9 @@ apt-deps:
 
 pip-deps:
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+	@$(PY) -c 'import sys, tomllib; x = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
+		print("\n".join(sorted({r for e in sys.argv[1:] for r in x[e]})))' $(PIP_EXTRAS) > $(VENV)/extras.txt
+	@$(PY) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES) -r $(VENV)/extras.txt
 
 # Apache Kafka's jars from Maven, once, into the cache the harness reads
 # (omnibus.testing.brokers.kafka.kafka_home). Plain shell: the package cannot

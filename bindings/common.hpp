@@ -19,6 +19,17 @@ namespace omnibus::bind {
 
 using Clock = std::chrono::steady_clock;
 
+// repr() of a Publisher or Subscriber: `url` is the engine's redacted text
+// (password masked), the driver is its scheme, then the connection state.
+inline std::string endpoint_repr(const char* kind, const std::string& url, const std::string& codec, bool closed,
+                                 std::optional<bool> connected) {
+  const auto sep = url.find("://");
+  const std::string driver = sep == std::string::npos ? std::string("?") : url.substr(0, sep);
+  const char* state = closed ? "closed" : !connected ? "connection state unknown" : *connected ? "connected" : "reconnecting";
+  return std::string("<omnibus.") + kind + " " + driver + " " + py::repr(py::str(url)).cast<std::string>() +
+         " codec=" + codec + " " + state + ">";
+}
+
 // Python timeouts are seconds (float) or None for "wait forever".
 std::optional<Clock::duration> to_timeout(std::optional<double> seconds, const char* what);
 

@@ -293,6 +293,10 @@ void export_publisher(py::module_& m) {
           "delivered; each of those messages' Delivery fails with Closed. Idempotent.")
       .def_property_readonly("closed", [](const PyPublisher& p) { return p.pub->closed(); })
       .def_property_readonly("url", [](const PyPublisher& p) { return p.pub->url(); })
+      .def("__repr__", [](const PyPublisher& p) {
+        return endpoint_repr("Publisher", p.pub->url(), p.codec->name(), p.pub->closed(),
+                             p.pub->closed() ? std::nullopt : p.pub->connected());
+      })
       .def_property_readonly("codec", [](const PyPublisher& p) { return p.codec->name(); })
       .def_property_readonly("connected", [](const PyPublisher& p) { return p.pub->connected(); },
                              "True while connected to the broker, False while reconnecting, None when the "

@@ -125,6 +125,10 @@ void export_subscriber(py::module_& m) {
           "Stop receiving; unacked and buffered messages go back to the broker for redelivery. Idempotent.")
       .def_property_readonly("closed", [](const PySubscriber& s) { return s.sub->closed(); })
       .def_property_readonly("url", [](const PySubscriber& s) { return s.sub->url(); })
+      .def("__repr__", [](const PySubscriber& s) {
+        return endpoint_repr("Subscriber", s.sub->url(), s.codec->name(), s.sub->closed(),
+                             s.sub->closed() ? std::nullopt : s.sub->connected());
+      })
       .def_property_readonly("codec", [](const PySubscriber& s) { return s.codec->name(); })
       .def_property_readonly("auto_ack", [](const PySubscriber& s) { return s.sub->config().auto_ack; })
       .def_property_readonly("buffered", [](const PySubscriber& s) { return s.sub->buffered(); },

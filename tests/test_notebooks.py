@@ -16,6 +16,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIBUS_NOTEBOOK_MESSAGES", "500")  # the comparison notebook's workload, kept small
+    monkeypatch.setenv("OMNIBUS_NOTEBOOK_SWEEP_SECONDS", "2")  # and its rate sweep per target
     nb = nbformat.read(str(path), as_version=4)
     # Run where files it writes (plots) land in a temporary directory, not in the checkout.
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})

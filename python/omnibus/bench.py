@@ -1,12 +1,17 @@
 """Protocol comparison: the same workload through the same omnibus API on each protocol.
 
-    from omnibus.bench import Workload, compare, default_targets
+    from omnibus.bench import SCENARIOS, Sweep, compare, default_targets, local_brokers
 
-    with local_brokers() as urls:                      # or your own {"kafka": "kafka://...", ...}
-        result = compare(default_targets(urls), Workload(messages=20_000, payload_sizes=[100, 1000]))
-    result.frame()                                     # a pandas DataFrame, one row per target and size
-    result.summary()                                   # the comparison table, one row per target
-    result.save("out/")                                # CSV, JSON (workload, versions, machine), plots, report.html
+    with local_brokers() as (urls, brokers):           # or your own {"kafka": "kafka://...", ...}
+        result = compare(default_targets(urls, brokers), [SCENARIOS["fan-out"]], sweep=Sweep(), repeat=3)
+    result.sweep_summary()                             # per target: max sustainable rate, latency below it
+    result.summary()                                   # per scenario, target and size: medians over rounds
+    result.frame()                                     # a pandas DataFrame, one row per run or sweep step
+    result.save("out/")                                # CSV, JSON (workloads, versions, machine), report.html
+
+The rate sweep (``sweep()``, ``Sweep``) offers each target rising rates, open loop, and keeps the
+highest at which every message arrived, the subscribers kept pace and p99 stayed under the bound;
+then it measures latency at fractions of that rate.
 
 What one row measures, for one target (a URL and its variant options) and one payload size:
 
@@ -28,16 +33,20 @@ What one row measures, for one target (a URL and its variant options) and one pa
 - ``lost`` and ``duplicated``: counted from sequence numbers in every payload, never assumed.
   ``failed``: publishes whose delivery result was an error.
 - ``broker_count`` / ``broker_check``: how many messages the broker itself says it accepted
-  (Kafka end offsets, NATS monitoring in_msgs or the JetStream stream's count), and whether that
-  matches what the client counted; ``not checked`` where the broker has no such counter here.
+  (Kafka end offsets, NATS monitoring in_msgs or the JetStream stream's count, Mosquitto's
+  ``$SYS/broker/publish/messages/received``), and whether that matches what the client counted
+  (server-wide counters: at least as many); ``not checked`` where the broker has no such counter
+  here (RabbitMQ without its management plugin).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -55,17 +64,20 @@ import omnibus
 
 from . import _core
 
-PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
 HEADER_BYTES = 16  # sequence number + intended send time at the start of every payload
 
 __all__ = [
     "ComparisonResult",
     "Target",
+    "SCENARIOS",
+    "Sweep",
     "Workload",
     "compare",
     "default_targets",
     "local_brokers",
     "run_target",
+    "sweep",
 ]
 
 
@@ -79,7 +91,12 @@ class Workload:
     distinct keys (0: no keys); ``headers`` on every message; ``batch`` messages per
     publish_many() call; ``idle_timeout`` seconds without a new message after the last publish
     before the run ends (what has not arrived by then counts as lost); ``options`` extra URL
-    options per target name, e.g. ``{"kafka acks=1": {"linger_ms": 1}}``.
+    options per target name, e.g. ``{"kafka acks=1": {"linger_ms": 1}}``; ``consumer_work_us``
+    the time each subscriber spends per message (paced, not busy: a slow consumer that handles
+    at most 1e6 / consumer_work_us messages per second, whatever the machine); ``fanout``
+    independent subscriptions that each get every message (each with ``subscribers`` members);
+    ``backlog``: publish everything first, then start consuming (a catch-up read: the rates are
+    then the drain's, from the first receive).
     """
 
     payload_sizes: list[int] = dataclasses.field(default_factory=lambda: [100])
@@ -92,6 +109,9 @@ class Workload:
     batch: int = 500
     idle_timeout: float = 5.0
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    consumer_work_us: float = 0.0
+    fanout: int = 1
+    backlog: bool = False
     name: str = "throughput"
 
     def __post_init__(self) -> None:
@@ -99,12 +119,14 @@ class Workload:
         if not self.payload_sizes or any(not isinstance(s, int) or s < HEADER_BYTES for s in self.payload_sizes):
             problems.append(f"payload_sizes must be integers >= {HEADER_BYTES} (the benchmark header), "
                             f"got {self.payload_sizes!r}")
-        for name in ("messages", "publishers", "subscribers", "batch"):
+        for name in ("messages", "publishers", "subscribers", "batch", "fanout"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
         if self.rate is not None and (not isinstance(self.rate, (int, float)) or self.rate <= 0):
             problems.append(f"rate must be a positive number of messages per second or None, got {self.rate!r}")
+        if not isinstance(self.consumer_work_us, (int, float)) or self.consumer_work_us < 0:
+            problems.append(f"consumer_work_us must be a number >= 0, got {self.consumer_work_us!r}")
         if not isinstance(self.key_space, int) or self.key_space < 0:
             problems.append(f"key_space must be an integer >= 0, got {self.key_space!r}")
         if problems:
@@ -137,6 +159,17 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# The scenarios people compare brokers by, as data (examples/scenarios/*.json are these files).
+SCENARIOS: dict[str, Workload] = {w.name: w for w in [
+    Workload(name="payload sizes", payload_sizes=[100, 1_000, 10_000, 65_536], messages=10_000),
+    Workload(name="fan-out", fanout=4, messages=5_000),
+    Workload(name="competing consumers", subscribers=4, messages=10_000),
+    Workload(name="many producers", publishers=4, messages=10_000),
+    Workload(name="keys", key_space=100, messages=10_000),
+    Workload(name="backlog drain", backlog=True, messages=10_000),
+]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +212,9 @@ _VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "redis": [("redis streams", {})],  # a driver written in Python (omnibus.redis_streams)
 }
 PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis")
+# capabilities() that the report states per target, beside the figures.
+FEATURES = ("delivery_guarantee", "ordered_per_key", "durable", "nack", "competing_consumers", "headers",
+            "request_reply", "dead_letter", "max_message_bytes")
 
 
 def default_targets(urls: Mapping[str, str], brokers: Mapping[str, Any] | None = None,
@@ -313,9 +349,9 @@ class _BrokerCounter:
 
     def __init__(self, target: Target, topic: str) -> None:
         self.target, self.topic = target, topic
-        self.before = self._read()
+        self.before = self._read(fresh=False)
 
-    def _read(self) -> int | None:
+    def _read(self, *, fresh: bool = True) -> int | None:
         proto, broker = self.target.protocol, self.target.broker
         try:
             if proto == "kafka":
@@ -334,6 +370,8 @@ class _BrokerCounter:
                     return 0
                 with urllib.request.urlopen(f"{mon}/varz", timeout=5) as r:  # noqa: S310
                     return int(json.loads(r.read())["in_msgs"])
+            if proto == "mqtt":
+                return _mosquitto_received(self.target.base, fresh=fresh)
         except Exception:
             return None
         return None
@@ -357,6 +395,21 @@ def _redis_stream_length(base: str, stream: str) -> int | None:
         client.close()
 
 
+def _mosquitto_received(base: str, *, fresh: bool) -> int | None:
+    """Mosquitto's own count of PUBLISH packets received from every client since it started
+    ($SYS/broker/publish/messages/received, retained, updated every sys_interval seconds; the
+    harness sets 1). ``fresh``: wait for the next update, so that the count includes what was
+    published before this call. None when the broker publishes no such topic (not Mosquitto)."""
+    values: list[int] = []
+    with omnibus.subscriber(f"{base.rstrip('/')}/$SYS/broker/publish/messages/received", qos=0) as sub:
+        # The retained value comes at once; the next update within sys_interval (when it changed).
+        until = time.monotonic() + (1.5 if fresh else 1.0)
+        while time.monotonic() < until and len(values) < (2 if fresh else 1):
+            for msg in sub.receive_batch(10, timeout=0.1):
+                values.append(int(bytes(msg.payload).decode()))
+    return values[-1] if values else None
+
+
 def _kafka_end_offsets(base: str, topic: str) -> int | None:
     try:
         from confluent_kafka import Consumer, TopicPartition
@@ -378,49 +431,76 @@ def _kafka_end_offsets(base: str, topic: str) -> int | None:
 _runs = itertools.count()
 
 
-def _warm_up(pub: omnibus.Publisher, subs: list[omnibus.Subscriber], timeout: float = 30.0) -> int:
-    """Publish markers until every subscriber got one: connections, subscriptions and topics are
-    ready before the clock starts. Returns how many markers were published."""
+def _warm_up(pub: omnibus.Publisher, groups: list[list[omnibus.Subscriber]], timeout: float = 30.0) -> int:
+    """Publish markers until every subscription (a list of members sharing a group, or one
+    subscriber) got one: connections, subscriptions and topics are ready before the clock starts.
+    A group may legitimately leave members idle (Kafka: one partition), so it is ready when any
+    member received; it then gets a second of markers to settle its rebalance. Returns how many
+    markers were published."""
     marker = _core.make_payloads(2**63, 1, HEADER_BYTES, 0, 0)[0]  # a sequence number no run uses
-    waiting = set(range(len(subs)))
+    waiting = set(range(len(groups)))
     deadline = time.monotonic() + timeout
+    slice_s = 0.5 if sum(map(len, groups)) == 1 else 0.05
     sent = 0
     while waiting:
         if time.monotonic() > deadline:
-            raise omnibus.Timeout(f"warm-up: {len(waiting)} subscriber(s) received nothing within {timeout} s")
+            raise omnibus.Timeout(f"warm-up: {len(waiting)} subscription(s) received nothing within {timeout} s")
         pub.publish(marker).result(timeout=timeout)
         sent += 1
-        for i in list(waiting):
-            if subs[i].receive_batch(1000, timeout=0.5 if len(subs) == 1 else 0.2):
-                waiting.discard(i)
-        if len(subs) > 1 and sent >= 50:
-            break  # competing consumers: a member may legitimately get nothing (e.g. one partition)
-    for s in subs:  # late markers
-        s.receive_batch(1000, timeout=0.2)
+        for i, members in enumerate(groups):
+            for sub in members:
+                if sub.receive_batch(1000, timeout=slice_s):
+                    waiting.discard(i)
+    if any(len(members) > 1 for members in groups):
+        settle = time.monotonic() + 1.0
+        while time.monotonic() < settle:
+            pub.publish(marker).result(timeout=timeout)
+            sent += 1
+            for members in groups:
+                for sub in members:
+                    sub.receive_batch(1000, timeout=0.02)
+    for members in groups:  # late markers
+        for sub in members:
+            sub.receive_batch(1000, timeout=0.2)
     return sent
 
 
-def run_target(target: Target, size: int, workload: Workload) -> dict[str, Any]:
-    """Measure one target at one payload size; one result row (see the module doc)."""
+def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: float | None = None,
+               check_broker: bool = True) -> dict[str, Any]:
+    """Measure one target at one payload size; one result row (see the module doc).
+
+    ``drain_seconds``: wait at most this long after the last publish for the rest to arrive
+    (what has not arrived by then counts as lost); None: until ``workload.idle_timeout`` passes
+    with nothing new. ``check_broker``: read the broker's own count (see the module doc; takes up
+    to a few seconds on some brokers).
+    """
     n = workload.messages
     topic = f"cmp-{os.getpid()}-{next(_runs)}-{uuid.uuid4().hex[:6]}"
     extra = workload.options.get(target.name, {})
     url = target.url(topic, extra)
-    sub_opts: dict[str, Any] = {"group": f"g-{topic}"} if workload.subscribers > 1 else {}
     row: dict[str, Any] = {"workload": workload.name, "target": target.name, "protocol": target.protocol,
                            "payload_bytes": size, "messages": n, "rate": workload.rate, "topic": topic}
-    recorder = _core.DeliveryRecorder(n)
+    # One recorder per subscription (fan-out: each gets every message); the members of one
+    # subscription share a group (competing consumers).
+    recorders = [_core.DeliveryRecorder(n) for _ in range(workload.fanout)]
+    # (time, distinct messages so far) after each record() of each subscription, for _pace().
+    progress: list[list[tuple[int, int]]] = [[] for _ in recorders]
     with contextlib.ExitStack() as stack:
-        subs = [stack.enter_context(omnibus.subscriber(url, **sub_opts)) for _ in range(workload.subscribers)]
+        subs: list[tuple[omnibus.Subscriber, Any]] = []
+        for i, rec in enumerate(recorders):
+            opts: dict[str, Any] = {"group": f"g{i}-{topic}"} if workload.subscribers > 1 else {}
+            subs += [(stack.enter_context(omnibus.subscriber(url, **opts)), i) for _ in range(workload.subscribers)]
         pubs = [stack.enter_context(omnibus.publisher(url, max_pending=max(4 * workload.batch, 10_000)))
                 for _ in range(workload.publishers)]
         caps = pubs[0].capabilities()
-        sub_caps = subs[0].capabilities()
+        sub_caps = subs[0][0].capabilities()
         # The pair is as strong as its weaker side (amqp with confirm=false: the publisher is at-most-once).
         sides = {caps.get("delivery_guarantee"), sub_caps.get("delivery_guarantee")}
         row["guarantee"] = "at-most-once" if "at-most-once" in sides else sub_caps.get("delivery_guarantee")
-        _warm_up(pubs[0], subs)
-        counter = _BrokerCounter(target, topic)
+        row["features"] = {name: sub_caps.get(name) if name in sub_caps else caps.get(name) for name in FEATURES}
+        k = workload.subscribers
+        _warm_up(pubs[0], [[sub for sub, _ in subs[i:i + k]] for i in range(0, len(subs), k)])
+        counter = _BrokerCounter(target, topic) if check_broker else None
         port = _broker_port(target)
         wire0 = _tcp_bytes(port) if port else None
         broker_pid = getattr(target.broker, "pid", None)
@@ -432,12 +512,35 @@ def run_target(target: Target, size: int, workload: Workload) -> dict[str, Any]:
         failures: list[int] = []
         receive_errors: list[BaseException] = []
 
-        def receive(sub: omnibus.Subscriber) -> None:
+        service_ns = int(workload.consumer_work_us * 1000)
+
+        def receive(sub: omnibus.Subscriber, index: int) -> None:
+            recorder, seen = recorders[index], progress[index]
+            free_ns = 0  # when this (paced) consumer is done with the messages it holds
             try:
                 while not stop.is_set():
                     batch = sub.receive_batch(1000, timeout=0.05)
-                    if batch:
+                    if not batch:
+                        continue
+                    if not service_ns:
                         recorder.record(batch)
+                        seen.append((time.monotonic_ns(), recorder.unique))
+                        continue
+                    # A queue with a fixed service time: each message is handed over service_ns after
+                    # the later of its arrival and the previous message's hand-over. The schedule, not
+                    # the sleeps, sets the rate, so the capacity is exactly 1e9 / service_ns per second.
+                    free_ns = max(free_ns, time.monotonic_ns())
+                    i = 0
+                    while i < len(batch) and not stop.is_set():
+                        now = time.monotonic_ns()
+                        done = min(len(batch) - i, (now - free_ns) // service_ns)
+                        if done <= 0:
+                            time.sleep((free_ns + service_ns - now) / 1e9)
+                            continue
+                        recorder.record(batch[i:i + done])
+                        seen.append((time.monotonic_ns(), recorder.unique))
+                        free_ns += done * service_ns
+                        i += done
             except BaseException as e:  # noqa: BLE001 - reported in the row
                 receive_errors.append(e)
 
@@ -470,20 +573,27 @@ def run_target(target: Target, size: int, workload: Workload) -> dict[str, Any]:
             for first_seq, d in deliveries:
                 failures.extend(first_seq + i for i, _ in d.failures())
 
-        receivers = [threading.Thread(target=receive, args=(s,), name="bench-receive") for s in subs]
+        receivers = [threading.Thread(target=receive, args=sr, name="bench-receive") for sr in subs]
         publishers = [threading.Thread(target=publish, args=(p, a, b), name="bench-publish")
                       for p, (a, b) in zip(pubs, per_pub)]
-        for t in receivers + publishers:
+        for t in ([] if workload.backlog else receivers) + publishers:
             t.start()
         t0 = time.monotonic_ns()
         for t in publishers:
             t.join()
         published_ns = time.monotonic_ns()
         done_publishing.set()
+        receive_ns = min(t0, start_ns)
+        if workload.backlog:  # everything is published (and confirmed): now the catch-up read
+            receive_ns = time.monotonic_ns()
+            for t in receivers:
+                t.start()
+        expected = n * workload.fanout
         # Wait until everything arrived, or nothing new came for idle_timeout seconds.
         last, last_change = -1, time.monotonic()
-        while recorder.unique < n and not receive_errors:
-            got = recorder.received
+        drain_until = time.monotonic() + drain_seconds if drain_seconds is not None else float("inf")
+        while sum(r.unique for r in recorders) < expected and not receive_errors and time.monotonic() < drain_until:
+            got = sum(r.received for r in recorders)
             if got != last:
                 last, last_change = got, time.monotonic()
             elif time.monotonic() - last_change > workload.idle_timeout:
@@ -495,16 +605,21 @@ def run_target(target: Target, size: int, workload: Workload) -> dict[str, Any]:
         cpu = time.process_time() - cpu0
         wire1 = _tcp_bytes(port) if port else None
         broker_cpu1 = _process_tree_cpu(broker_pid) if broker_pid else None
-        broker_count = counter.delta()
-    hist = recorder.histogram()
-    unique = recorder.unique
+        broker_count = counter.delta() if counter else None
+    hist = recorders[0].histogram()
+    for rec in recorders[1:]:
+        hist.merge(rec.histogram())
+    unique = sum(r.unique for r in recorders)
+    last_ns = max(r.last_ns for r in recorders)
     pct = hist.percentiles(list(PERCENTILES))
     publish_s = max(published_ns - min(t0, start_ns), 1) / 1e9
-    deliver_s = max(recorder.last_ns - min(t0, start_ns), 1) / 1e9 if unique else float("nan")
+    deliver_s = max(last_ns - receive_ns, 1) / 1e9 if unique else float("nan")
     ok_published = n - len(failures)
+    paces = [p for p in (_pace(progress[i], n) for i in range(len(recorders))) if p is not None]
     row.update({
         "publish_rate": n / publish_s,
         "delivered_rate": unique / deliver_s if unique else 0.0,
+        "keep_up_rate": min(paces) if len(paces) == len(recorders) else None,
         "publish_mbps": n * size / publish_s / 1e6,
         "delivered_mbps": unique * size / deliver_s / 1e6 if unique else 0.0,
         **{f"p{p:g}_ms".replace(".", "_"): v / 1e6 for p, v in zip(PERCENTILES, pct)},
@@ -515,15 +630,30 @@ def run_target(target: Target, size: int, workload: Workload) -> dict[str, Any]:
         if broker_cpu0 is not None and broker_cpu1 is not None else None,
         "wire_out_bytes": (wire1[0] - wire0[0]) / n if wire0 and wire1 else None,
         "wire_in_bytes": (wire1[1] - wire0[1]) / n if wire0 and wire1 else None,
-        "received": recorder.received,
-        "lost": n - unique,
-        "duplicated": recorder.duplicates,
+        "received": sum(r.received for r in recorders),
+        "lost": expected - unique,
+        "duplicated": sum(r.duplicates for r in recorders),
         "failed": len(failures),
         "broker_count": broker_count,
-        "broker_check": _check(broker_count, ok_published, target),
+        "broker_check": _check(broker_count, ok_published, target) if counter else None,
         "error": "; ".join(repr(e) for e in receive_errors) or None,
     })
     return row
+
+
+def _pace(seen: list[tuple[int, int]], n: int) -> float | None:
+    """Messages per second that one subscription kept between receiving 10 % and 90 % of ``n``.
+
+    What a saturated target cannot hide (it delivers at its own rate, not the offered one), while
+    a stall of a shared machine in between is caught up right after and changes nothing; the
+    start-up and the last messages' latency, which delivered_rate includes, stay out. None when
+    fewer than 90 % arrived."""
+    seen = sorted(seen)
+    lo = next(((t, u) for t, u in seen if u >= 0.1 * n), None)
+    hi = next(((t, u) for t, u in seen if u >= 0.9 * n), None)
+    if lo is None or hi is None or hi[0] <= lo[0] or hi[1] <= lo[1]:
+        return None
+    return (hi[1] - lo[1]) / ((hi[0] - lo[0]) / 1e9)
 
 
 def _check(broker_count: int | None, published: int, target: Target) -> str:
@@ -531,59 +661,359 @@ def _check(broker_count: int | None, published: int, target: Target) -> str:
         return "not checked"
     if broker_count == published:
         return "ok"
-    if target.protocol == "nats" and "stream" not in target.options and broker_count > published:
-        # in_msgs counts every message from every client of the server (others may share it).
+    if broker_count > published and (target.protocol == "mqtt" or
+                                     (target.protocol == "nats" and "stream" not in target.options)):
+        # Mosquitto's $SYS and NATS' in_msgs count every message from every client of the server
+        # (the warm-up markers, other clients).
         return f"ok (server-wide count {broker_count} >= {published})"
     return f"mismatch: broker counted {broker_count}, client {published}"
 
 
+# ---------------------------------------------------------------- rate sweep
+
+
+@dataclasses.dataclass
+class Sweep:
+    """How ``sweep()`` looks for a target's highest sustainable rate.
+
+    A step offers ``rate`` messages per second for ``step_seconds`` (open loop). It is sustained
+    when every message arrived, the subscribers kept pace within ``tolerance`` (0.05: 5 %) and
+    p99 stayed at or under ``slo_p99_ms``. Rates grow by ``factor`` from ``start_rate`` until a
+    step fails (or shrink until one holds; the first failure before any success is measured
+    twice, as a target may still be warming up), then bisect (geometric mean) until the highest
+    sustained and the lowest failed rate are within ``precision`` (0.1: 10 %) or
+    ``budget_seconds`` of steps were spent. Then latency is measured at ``fractions`` of the
+    rate found. ``retries``: a failed step is measured again up to this many times (a stall of a
+    shared machine then cannot fail a rate alone). ``Sweep.quick()`` is the small one that
+    ``omnibus compare --quick`` uses.
+    """
+
+    slo_p99_ms: float = 50.0
+    tolerance: float = 0.05
+    step_seconds: float = 2.0
+    start_rate: float = 2_000.0
+    factor: float = 2.0
+    precision: float = 0.1
+    min_rate: float = 50.0
+    max_rate: float = 1_000_000.0
+    budget_seconds: float = 40.0
+    fractions: tuple[float, ...] = (0.1, 0.5, 0.9)
+    fraction_seconds: float = 2.0
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be > 0, got {getattr(self, name)!r}" for name in
+                    ("slo_p99_ms", "step_seconds", "start_rate", "precision", "min_rate", "max_rate",
+                     "budget_seconds", "fraction_seconds")
+                    if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0]
+        if not 0 <= self.tolerance < 1:
+            problems.append(f"tolerance must be a fraction in [0, 1), got {self.tolerance!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            problems.append(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not self.factor > 1:
+            problems.append(f"factor must be > 1, got {self.factor!r}")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            problems.append(f"fractions must be in (0, 1], got {self.fractions!r}")
+        if problems:
+            raise omnibus.InvalidArgument("bad sweep: " + "; ".join(problems))
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> Sweep:
+        """Short steps, coarse bisection: about 8 s per target."""
+        settings = {"step_seconds": 0.5, "start_rate": 4_000.0, "factor": 4.0, "precision": 0.5,
+                    "budget_seconds": 5.0, "fraction_seconds": 0.4, **overrides}
+        return cls(**settings)
+
+    def judge(self, row: Mapping[str, Any]) -> str:
+        """'ok' when the step held its offered rate, else why not."""
+        if row.get("error"):
+            return f"error: {row['error']}"
+        if row["lost"]:
+            return f"{row['lost']} of {row['messages']} not delivered in time"
+        offered, kept = row["rate"], row.get("keep_up_rate")
+        if kept is None or kept < offered * (1 - self.tolerance):
+            return f"fell behind ({_num(kept)} of {offered:,.0f} msg/s)"
+        if row["p99_ms"] > self.slo_p99_ms:
+            return f"p99 {row['p99_ms']:.1f} ms over {self.slo_p99_ms:g} ms"
+        return "ok"
+
+
+def _num(v: Any) -> str:
+    return "-" if _missing(v) else f"{v:,.0f}"
+
+
+def sweep(target: Target, size: int, workload: Workload, settings: Sweep | None = None, *,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """The highest rate ``target`` sustains at ``size``-byte payloads, then latency below it.
+
+    Returns one row per step (``phase`` "search", ``verdict`` "ok" or why not) and per fraction
+    (``phase`` "at 50%", ...); every row carries ``max_rate``, the highest sustained offered rate
+    (0.0 when even ``min_rate`` failed). ``workload`` gives everything but the rate and the count.
+    ``on_step(row)`` is called after each step.
+    """
+    s = settings or Sweep()
+    deadline = time.monotonic() + s.budget_seconds
+    rows: list[dict[str, Any]] = []
+    # A cut-off drain: a step whose backlog takes longer than this to arrive did not keep up.
+    drain = max(1.0, 4 * s.slo_p99_ms / 1000)
+
+    def step(rate: float, seconds: float, phase: str) -> dict[str, Any]:
+        wl = dataclasses.replace(workload, rate=rate, messages=max(100, int(rate * seconds)),
+                                 name="sweep", payload_sizes=[size])
+        try:
+            # The broker's count is read where the report shows it (at 50%), not on every step.
+            row = run_target(target, size, wl, drain_seconds=drain, check_broker=phase == "at 50%")
+        except (omnibus.Error, OSError) as e:
+            row = {"workload": "sweep", "target": target.name, "protocol": target.protocol,
+                   "payload_bytes": size, "messages": wl.messages, "rate": rate, "error": f"{type(e).__name__}: {e}"}
+        row.update(phase=phase, verdict=s.judge(row))
+        rows.append(row)
+        if on_step:
+            on_step(row)
+        return row
+
+    good: float | None = None  # highest rate sustained
+    bad: float | None = None   # lowest rate not sustained
+    rate = min(max(s.start_rate, s.min_rate), s.max_rate)
+    retried = False
+    while time.monotonic() < deadline:
+        verdict = step(rate, s.step_seconds, "search")["verdict"]
+        for _ in range(s.retries):
+            if verdict == "ok" or rows[-1].get("error") or time.monotonic() >= deadline:
+                break
+            verdict = step(rate, s.step_seconds, "search")["verdict"]
+        if verdict != "ok" and good is None and not retried and not rows[-1].get("error"):
+            # Before any rate held, a failure may be the target warming up (a JVM compiling, a
+            # topic's first leader election): the first failure is measured once more.
+            retried = True
+            verdict = step(rate, s.step_seconds, "search")["verdict"]
+        if verdict == "ok":
+            good = rate
+        else:
+            bad = rate
+            if rows[-1].get("error") and good is None:
+                break  # the target does not work at all: nothing to search
+        if good is not None and bad is not None:
+            if bad / good <= 1 + s.precision:
+                break
+            rate = math.sqrt(good * bad)
+        elif bad is None:
+            if rate >= s.max_rate:
+                break
+            rate = min(rate * s.factor, s.max_rate)
+        else:
+            if rate <= s.min_rate:
+                break
+            rate = max(rate / s.factor, s.min_rate)
+    max_rate = good or 0.0
+    if max_rate:
+        for fraction in s.fractions:
+            step(max_rate * fraction, s.fraction_seconds, f"at {fraction:.0%}")
+    for row in rows:
+        row["max_rate"] = max_rate
+        row["slo_p99_ms"] = s.slo_p99_ms
+    return rows
+
+
+_sweep = sweep  # compare() takes a parameter of that name
+
+
 # ---------------------------------------------------------------- many runs
+
+# The words for each column, in tables and plots.
+LABELS = {
+    "target": "target", "guarantee": "guarantee", "workload": "workload", "payload_bytes": "payload bytes",
+    "max_rate": "max sustainable msg/s", "max_rate_spread": "spread (min-max)", "vs_fastest": "vs fastest",
+    "delivered_rate": "delivered msg/s", "delivered_rate_spread": "spread (min-max)",
+    "delivered_mbps": "MB/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms", "p50_at_50": "p50 ms at 50%",
+    "p99_at_50": "p99 ms at 50%", "p99_at_90": "p99 ms at 90%", "wire_out_bytes": "bytes out/msg",
+    "wire_in_bytes": "bytes in/msg", "client_cpu_us": "client CPU µs/msg", "broker_cpu_us": "broker CPU µs/msg",
+    "lost": "lost", "duplicated": "duplicated", "failed": "failed", "broker_check": "broker count",
+    "broker_count": "broker counted", "keep_up_rate": "kept pace msg/s", "publish_rate": "published msg/s",
+    "publish_mbps": "published MB/s", "p90_ms": "p90 ms", "p99_9_ms": "p99.9 ms", "p99_99_ms": "p99.99 ms",
+    "max_ms": "max ms", "mean_ms": "mean ms", "round": "round",
+    "rounds": "rounds",
+}
+_FORMATS = {"max_rate": "{:,.0f}", "delivered_rate": "{:,.0f}", "delivered_mbps": "{:.1f}", "vs_fastest": "{:.2f}x",
+            "p50_ms": "{:.2f}", "p99_ms": "{:.2f}", "p50_at_50": "{:.2f}", "p99_at_50": "{:.2f}",
+            "p99_at_90": "{:.2f}", "wire_out_bytes": "{:.0f}", "wire_in_bytes": "{:.0f}", "client_cpu_us": "{:.1f}",
+            "broker_cpu_us": "{:.1f}", "lost": "{:.0f}", "duplicated": "{:.0f}", "failed": "{:.0f}",
+            "payload_bytes": "{:.0f}", "rounds": "{:.0f}"}
+
+
+def _spread(values: Sequence[float]) -> str:
+    vals = [v for v in values if not _missing(v)]
+    if len(vals) < 2:
+        return "-"
+    return f"{min(vals):,.0f}-{max(vals):,.0f}"
+
+
+def _median(values: Sequence[Any]) -> float | None:
+    vals = sorted(float(v) for v in values if not _missing(v))
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
 
 
 @dataclasses.dataclass
 class ComparisonResult:
-    """Rows of measurements plus what they were measured on."""
+    """Rows of measurements plus what they were measured on.
+
+    Sweep rows have ``workload`` "sweep" (see ``sweep()``); every row has its ``round`` (1..N with
+    ``compare(repeat=N)``).
+    """
 
     rows: list[dict[str, Any]]
     workloads: list[Workload]
     meta: dict[str, Any]
 
     def frame(self) -> Any:
-        """Every row as a pandas DataFrame (needs pandas)."""
-        return _pandas().DataFrame(self.rows)
+        """Every row as a pandas DataFrame (needs pandas); ``features`` is left out (see features())."""
+        return _pandas().DataFrame([{k: v for k, v in r.items() if k != "features"} for r in self.rows])
+
+    def _targets(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        return list(dict.fromkeys(r["target"] for r in rows))
+
+    def sweep_summary(self) -> Any:
+        """One row per target from the rate sweep: the max sustainable rate (median over rounds,
+        spread, ratio to the fastest target of the same round), latency at 50% and 90% of it, bytes
+        and CPU per message at 50%."""
+        pd = _pandas()
+        rows = [r for r in self.rows if r.get("workload") == "sweep"]
+        out = []
+        for target in self._targets(rows):
+            mine = [r for r in rows if r["target"] == target]
+            rounds = sorted({r.get("round", 1) for r in mine})
+            per_round = {k: next(r["max_rate"] for r in mine if r.get("round", 1) == k) for k in rounds}
+            ratios = []
+            for k in rounds:
+                # Against the fastest broker of the round: mem:// is the in-process ceiling, not a peer.
+                ref = [r for r in rows if r.get("round", 1) == k and r.get("protocol") != "mem"] or \
+                    [r for r in rows if r.get("round", 1) == k]
+                best = max((r["max_rate"] for r in ref), default=0.0)
+                if best:
+                    ratios.append(per_round[k] / best)
+
+            def at(phase: str, col: str) -> float | None:
+                return _median([r.get(col) for r in mine if r.get("phase") == phase and not r.get("error")])
+
+            out.append({
+                "target": target,
+                "guarantee": next((r["guarantee"] for r in mine if r.get("guarantee")), None),
+                "max_rate": _median(list(per_round.values())),
+                "max_rate_spread": _spread(list(per_round.values())),
+                "vs_fastest": _median(ratios),
+                "p50_at_50": at("at 50%", "p50_ms"), "p99_at_50": at("at 50%", "p99_ms"),
+                "p99_at_90": at("at 90%", "p99_ms"),
+                "wire_out_bytes": at("at 50%", "wire_out_bytes"), "wire_in_bytes": at("at 50%", "wire_in_bytes"),
+                "client_cpu_us": at("at 50%", "client_cpu_us"), "broker_cpu_us": at("at 50%", "broker_cpu_us"),
+                "broker_check": _checks(r.get("broker_check") for r in mine if r.get("phase") != "search"),
+                "rounds": len(rounds),
+            })
+        return pd.DataFrame(out)
 
     def summary(self) -> Any:
-        """One row per workload and target: guarantee, throughput, latency, overhead, CPU, loss."""
-        df = self.frame()
-        if df.empty:
-            return df
-        cols = {"guarantee": "first", "delivered_rate": "max", "delivered_mbps": "max", "p50_ms": "median",
-                "p99_ms": "median", "wire_out_bytes": "median", "wire_in_bytes": "median",
-                "client_cpu_us": "median", "broker_cpu_us": "median", "lost": "sum", "duplicated": "sum",
-                "failed": "sum", "broker_check": lambda s: "ok" if all(str(x).startswith("ok") for x in s)
-                else "; ".join(sorted({str(x) for x in s if not str(x).startswith("ok")}))}
-        return df.groupby(["workload", "target"], sort=False).agg(cols).reset_index()
+        """One row per workload, target and payload size of the fixed workloads (not the sweep):
+        medians over rounds and the spread of the delivered rate."""
+        pd = _pandas()
+        rows = [r for r in self.rows if r.get("workload") != "sweep"]
+        groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault((r["workload"], r["target"], r["payload_bytes"]), []).append(r)
+        out = []
+        for (wl, target, size), g in groups.items():
+            ok = [r for r in g if not r.get("error")]
+            out.append({
+                "workload": wl, "target": target, "payload_bytes": size,
+                "guarantee": next((r["guarantee"] for r in g if r.get("guarantee")), None),
+                "delivered_rate": _median([r.get("delivered_rate") for r in ok]),
+                "delivered_rate_spread": _spread([r.get("delivered_rate") for r in ok]),
+                **{c: _median([r.get(c) for r in ok]) for c in
+                   ("delivered_mbps", "p50_ms", "p99_ms", "wire_out_bytes", "wire_in_bytes", "client_cpu_us",
+                    "broker_cpu_us")},
+                **{c: sum(r.get(c) or 0 for r in ok) for c in ("lost", "duplicated", "failed")},
+                "broker_check": _checks(r.get("broker_check") for r in g) if ok else "; ".join(
+                    str(r.get("error")) for r in g),
+                "rounds": len({r.get("round", 1) for r in g}),
+            })
+        return pd.DataFrame(out)
+
+    def features(self) -> Any:
+        """What each target offers, from its subscriber's and publisher's capabilities()."""
+        seen: dict[str, dict[str, Any]] = {}
+        for r in self.rows:
+            if r.get("features") and r["target"] not in seen:
+                seen[r["target"]] = {"target": r["target"], "guarantee (pair)": r.get("guarantee"), **r["features"]}
+        df = _pandas().DataFrame(list(seen.values()))
+        if "max_message_bytes" in df:
+            df["max_message_bytes"] = [f"{v:,}" if v else "no limit known" for v in df["max_message_bytes"]]
+        return df.drop(columns=["delivery_guarantee"], errors="ignore")
+
+    def conclusions(self) -> list[str]:
+        """Plain sentences: the fastest target per guarantee, the price of durability per protocol,
+        and any loss."""
+        lines: list[str] = []
+        sw = self.sweep_summary()
+        if len(sw):
+            slo = next((r["slo_p99_ms"] for r in self.rows if "slo_p99_ms" in r), None)
+            proto = {r["target"]: r.get("protocol") for r in self.rows}
+            mem = sw[[proto.get(t) == "mem" for t in sw["target"]]]
+            brokers = sw[[proto.get(t) != "mem" for t in sw["target"]]]
+            for guarantee, g in (brokers if len(brokers) else sw).groupby("guarantee", sort=False):
+                g = g[g["max_rate"] > 0].sort_values("max_rate", ascending=False)
+                if g.empty:
+                    continue
+                best = g.iloc[0]
+                text = (f"{guarantee}: fastest is <b>{_html(best['target'])}</b>, sustaining "
+                        f"{best['max_rate']:,.0f} msg/s with p99 under {slo:g} ms")
+                if not _missing(best["p99_at_50"]):
+                    text += f" (p99 {best['p99_at_50']:.2f} ms at half that rate)"
+                if len(g) > 1:
+                    second = g.iloc[1]
+                    text += (f"; {best['max_rate'] / second['max_rate']:.2f}x the next, "
+                             f"{_html(second['target'])}" if second["max_rate"] else "")
+                lines.append(text + ".")
+            if len(brokers) and len(mem) and mem["max_rate"].max() > 0:
+                lines.append(f"mem://, the in-process broker (the engine's own ceiling, no network), sustained "
+                             f"{mem['max_rate'].max():,.0f} msg/s.")
+            for p in dict.fromkeys(proto.values()):
+                g = sw[[proto.get(t) == p for t in sw["target"]]]
+                if len(g) < 2 or not g["max_rate"].max():
+                    continue
+                top = g.sort_values("max_rate", ascending=False).iloc[0]
+                others = [f"{_html(r['target'])} ({r['guarantee']}) sustains {r['max_rate'] / top['max_rate']:.2f}x"
+                          for _, r in g.iterrows() if r["target"] != top["target"]]
+                lines.append(f"Guarantee against speed on {p}: {_html(top['target'])} ({top['guarantee']}) "
+                             f"is the fastest setting; " + ", ".join(others) + " of its rate.")
+            zero = sw[sw["max_rate"] <= 0]
+            for _, r in zero.iterrows():
+                tried = [x["rate"] for x in self.rows if x.get("workload") == "sweep" and x["target"] == r["target"]]
+                lines.append(f"{_html(r['target'])} sustained none of the rates tried (the lowest: "
+                             f"{min(tried, default=0):,.0f} msg/s) within the sweep's time; see every run below.")
+        lost = [r for r in self.rows if r.get("workload") != "sweep" and (r.get("lost") or r.get("error"))]
+        for r in lost:
+            what = r.get("error") or f"lost {r['lost']} of {r['messages']}"
+            lines.append(f"{_html(r['target'])} in {_html(r['workload'])}: {_html(str(what))}.")
+        if not lost and self.summary().shape[0]:
+            lines.append("Every fixed-count run delivered every message.")
+        return lines
 
     def table(self) -> str:
-        """The summary as fixed-width text, for a terminal."""
+        """The summaries as fixed-width text, for a terminal."""
+        parts = []
+        sw = self.sweep_summary()
+        if len(sw):
+            parts.append("Max sustainable rate (p99 under the SLO), latency below it:\n" + _text_table(sw))
         s = self.summary()
-        if len(s) == 0:
-            return "(no results)"
-        fmt = {"delivered_rate": "{:,.0f}", "delivered_mbps": "{:.1f}", "p50_ms": "{:.2f}", "p99_ms": "{:.2f}",
-               "wire_out_bytes": "{:.0f}", "wire_in_bytes": "{:.0f}", "client_cpu_us": "{:.1f}",
-               "broker_cpu_us": "{:.1f}"}
-        headers = {"delivered_rate": "msg/s", "delivered_mbps": "MB/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms",
-                   "wire_out_bytes": "B out/msg", "wire_in_bytes": "B in/msg", "client_cpu_us": "cpu us/msg",
-                   "broker_cpu_us": "broker us/msg", "broker_check": "broker count"}
-        cells = [[headers.get(c, c) for c in s.columns]]
-        for _, r in s.iterrows():
-            cells.append(["-" if _missing(r[c]) else fmt[c].format(r[c]) if c in fmt else str(r[c]) for c in s.columns])
-        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-        return "\n".join("  ".join(v.rjust(w) if j > 2 else v.ljust(w) for j, (v, w) in enumerate(zip(row, widths)))
-                         for row in cells)
+        if len(s):
+            parts.append("Fixed workloads:\n" + _text_table(s))
+        return "\n\n".join(parts) or "(no results)"
 
     def plot(self, out: str | os.PathLike[str]) -> list[Path]:
-        """PNG plots into ``out``: throughput vs payload size, latency percentiles, bytes and CPU per message."""
+        """PNG plots into ``out``: from the sweep, offered rate vs p99 latency and latency
+        percentiles on log axes, bytes and CPU per message; for fixed workloads, delivered rate
+        (vs payload size where there are several)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -591,37 +1021,73 @@ class ComparisonResult:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        df = self.frame()
         paths: list[Path] = []
-        if df.empty:
-            return paths
-        for wl, part in df.groupby("workload", sort=False):
-            fig, ax = plt.subplots(figsize=(7, 4))
-            for target, g in part.groupby("target", sort=False):
-                ax.plot(g["payload_bytes"], g["delivered_rate"], marker="o", label=target)
-            ax.set(xscale="log", yscale="log", xlabel="payload bytes", ylabel="delivered msg/s",
-                   title=f"Throughput vs payload size ({wl})")
-            ax.legend(fontsize=7)
-            paths.append(_save(fig, out / f"throughput_{wl}.png"))
+        rows = [r for r in self.rows if not r.get("error")]
+        sweep_rows = [r for r in rows if r.get("workload") == "sweep"]
+        if sweep_rows:
+            slo = sweep_rows[0].get("slo_p99_ms")
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            for target in self._targets(sweep_rows):
+                pts = sorted((r["rate"], r["p99_ms"]) for r in sweep_rows if r["target"] == target)
+                if pts:
+                    ax.plot([p[0] for p in pts], [max(p[1], 1e-3) for p in pts], marker="o", label=target)
+            if slo:
+                ax.axhline(slo, color="grey", linestyle="--", linewidth=1, label=f"p99 bound {slo:g} ms")
+            ax.set(xscale="log", yscale="log", xlabel="offered rate (messages per second)",
+                   ylabel="p99 end-to-end latency (ms)", title="Latency as the offered rate grows (rate sweep)")
+            _legend(ax)
+            paths.append(_save(fig, out / "sweep_rate_vs_p99.png"))
 
-            size = part["payload_bytes"].min()
-            g = part[part["payload_bytes"] == size].set_index("target")
-            cols = [c for c in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms") if c in g]
-            fig, ax = plt.subplots(figsize=(8, 4))
-            g[cols].plot.bar(ax=ax, logy=True)
-            ax.set(ylabel="ms (log)", title=f"End-to-end latency percentiles, {size}-byte payloads ({wl})")
-            paths.append(_save(fig, out / f"latency_{wl}.png"))
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            cols = [f"p{p:g}_ms".replace(".", "_") for p in PERCENTILES]
+            xs = [1 / (1 - p / 100) for p in PERCENTILES]
+            for target in self._targets(sweep_rows):
+                r = next((r for r in sweep_rows if r["target"] == target and r.get("phase") == "at 50%"), None)
+                if r is not None:
+                    ax.plot(xs, [max(r[c], 1e-3) for c in cols], marker="o", label=target)
+            ax.set(xscale="log", yscale="log", xlabel="percentile", ylabel="end-to-end latency (ms)",
+                   title="Latency percentiles at half the max sustainable rate")
+            ax.set_xticks(xs)
+            ax.set_xticklabels([f"{p:g}%" for p in PERCENTILES])
+            ax.minorticks_off()
+            _legend(ax)
+            paths.append(_save(fig, out / "sweep_latency_percentiles.png"))
 
-            fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-            g[["wire_out_bytes", "wire_in_bytes"]].plot.bar(ax=axes[0])
-            axes[0].set(ylabel="TCP payload bytes per message", title=f"Bytes on the wire, {size} B payloads")
-            g[["client_cpu_us", "broker_cpu_us"]].plot.bar(ax=axes[1])
-            axes[1].set(ylabel="CPU µs per message", title="CPU per message")
-            paths.append(_save(fig, out / f"overhead_{wl}.png"))
+            sw = self.sweep_summary().set_index("target")
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+            sw[["wire_out_bytes", "wire_in_bytes"]].astype(float).rename(columns=LABELS).plot.bar(ax=axes[0])
+            axes[0].set(ylabel="TCP payload bytes per message", xlabel="",
+                        title="Bytes on the wire per message (at 50% of max rate)")
+            sw[["client_cpu_us", "broker_cpu_us"]].astype(float).rename(columns=LABELS).plot.bar(ax=axes[1])
+            axes[1].set(ylabel="CPU microseconds per message", xlabel="", title="CPU per message (at 50% of max rate)")
+            paths.append(_save(fig, out / "sweep_overhead.png"))
+        fixed = [r for r in rows if r.get("workload") != "sweep"]
+        for wl in dict.fromkeys(r["workload"] for r in fixed):
+            part = [r for r in fixed if r["workload"] == wl]
+            sizes = sorted({r["payload_bytes"] for r in part})
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            if len(sizes) > 1:
+                for target in self._targets(part):
+                    pts = [(s, _median([r["delivered_rate"] for r in part if r["target"] == target
+                                        and r["payload_bytes"] == s])) for s in sizes]
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=target)
+                ax.set(xscale="log", yscale="log", xlabel="payload size (bytes)", ylabel="messages delivered per second",
+                       title=f"Delivered rate by payload size ({wl})")
+                _legend(ax)
+            else:
+                targets = self._targets(part)
+                ax.bar(targets, [_median([r["delivered_rate"] for r in part if r["target"] == t]) or 0
+                                 for t in targets])
+                ax.set(ylabel="messages delivered per second",
+                       title=f"Delivered rate, {sizes[0]}-byte payloads ({wl})")
+                ax.tick_params(axis="x", labelrotation=45)
+            paths.append(_save(fig, out / f"delivered_{_slug(wl)}.png"))
         return paths
 
     def save(self, out: str | os.PathLike[str]) -> Path:
-        """results.csv, results.json (rows, workloads, machine and versions), the plots and report.html."""
+        """results.csv, results.json (rows, workloads, machine and versions), the plots (PNG) and
+        report.html, which holds everything itself (plots inline) and reads top down: summary
+        first, then plots, features, the machine and every run."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.frame().to_csv(out / "results.csv", index=False)
@@ -630,19 +1096,105 @@ class ComparisonResult:
             indent=2, default=str))
         plots = self.plot(out)
         html = ["<!doctype html><meta charset='utf-8'><title>omnibus protocol comparison</title>",
-                "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-                "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style>",
+                "<style>body{font-family:sans-serif;margin:2em;max-width:75em}"
+                "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
+                "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}"
+                "td:first-child{text-align:left}img{max-width:100%}</style>",
                 "<h1>omnibus protocol comparison</h1>",
-                f"<p>{_html(self.meta.get('machine', ''))}; omnibus {omnibus.__version__}; "
-                f"{_html(json.dumps(self.meta.get('brokers', {})))}</p>",
-                "<h2>Summary</h2>", self.summary().to_html(index=False, float_format=lambda v: f"{v:,.2f}"),
-                "<p>msg/s: distinct messages delivered per second; latency from the intended send time; "
-                "bytes: TCP payload per message each way; CPU: this process and the broker's, per message; "
-                "lost/duplicated: counted from sequence numbers; broker count: the broker's own counter.</p>"]
-        html += [f"<h2>{p.stem}</h2><img src='{p.name}'>" for p in plots]
-        html += ["<h2>Every run</h2>", self.frame().to_html(index=False, float_format=lambda v: f"{v:,.3f}")]
+                f"<p>omnibus {omnibus.__version__}, {_html(str(self.meta.get('time', '')))}. "
+                "The same workload through the same omnibus API on each protocol, against brokers on this "
+                "machine.</p>",
+                "<h2>Summary</h2><ul>" + "".join(f"<li>{c}</li>" for c in self.conclusions()) + "</ul>"]
+        sw = self.sweep_summary()
+        if len(sw):
+            slo = next((r["slo_p99_ms"] for r in self.rows if "slo_p99_ms" in r), 50)
+            html += [_html_table(sw),
+                     f"<p>Max sustainable rate: the highest offered rate (open loop) at which every message "
+                     f"arrived, the subscribers kept pace and p99 latency stayed under {slo:g} ms. Latency from "
+                     "each message's scheduled send time; bytes: TCP payload per message each way; CPU: this "
+                     "process and the broker's, per message; broker count: the broker's own counter. With "
+                     "several rounds: the median, the spread over rounds, and the ratio to the fastest target "
+                     "of the same round.</p>"]
+        s = self.summary()
+        if len(s):
+            html += ["<h2>Fixed workloads</h2>", _html_table(s)]
+        for p in plots:
+            html.append(f"<h2>{_html(_plot_titles.get(p.stem, _title(p.stem)))}</h2>"
+                        f"<img alt='{_html(p.stem)}' src='data:image/png;base64,"
+                        f"{base64.b64encode(p.read_bytes()).decode()}'>")
+        feats = self.features()
+        if len(feats):
+            html += ["<h2>What each target offers</h2>",
+                     "<p>From the drivers' capabilities() as each target was opened: measured settings, not "
+                     "documentation.</p>", _html_table(feats)]
+        html += ["<h2>Machine</h2>", _html_table(_pandas().DataFrame(
+            [{"": k, "value": v} for k, v in _machine_rows(self.meta)]))]
+        html += ["<h2>Every run</h2>", _html_table(self.frame())]
         (out / "report.html").write_text("\n".join(html))
         return out / "report.html"
+
+
+_plot_titles = {
+    "sweep_rate_vs_p99": "Throughput and latency: p99 as the offered rate grows",
+    "sweep_latency_percentiles": "Latency percentiles at half the max sustainable rate",
+    "sweep_overhead": "Bytes on the wire and CPU per message",
+}
+
+
+def _title(stem: str) -> str:
+    if stem.startswith("delivered_"):
+        return f"Delivered rate: {stem[len('delivered_'):].replace('-', ' ')}"
+    return stem.replace("_", " ")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "workload"
+
+
+def _checks(values: Any) -> str:
+    vals = [str(v) for v in values if v is not None]
+    bad = sorted({v for v in vals if not v.startswith("ok")})
+    if not vals:
+        return "-"
+    return "; ".join(bad) if bad else "ok"
+
+
+def _cell(col: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if _missing(v):
+        return "-"
+    if col in _FORMATS and isinstance(v, (int, float)):
+        return _FORMATS[col].format(v)
+    if isinstance(v, float):
+        return f"{v:,.3f}"
+    return str(v)
+
+
+def _text_table(df: Any) -> str:
+    cols = list(df.columns)
+    cells = [[LABELS.get(c, c) for c in cols]]
+    cells += [[_cell(c, r[c]) for c in cols] for _, r in df.iterrows()]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths)))
+                     for row in cells)
+
+
+def _html_table(df: Any) -> str:
+    cols = list(df.columns)
+    head = "".join(f"<th>{_html(LABELS.get(c, c).replace('_', ' '))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_html(_cell(c, r[c]))}</td>" for c in cols) + "</tr>"
+                   for _, r in df.iterrows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _machine_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [(k, str(meta[k])) for k in ("cpu", "cores", "memory", "kernel", "os", "python", "omnibus", "time")
+            if meta.get(k)]
+    if not rows and meta.get("machine"):
+        rows.append(("machine", str(meta["machine"])))
+    rows += [(f"{proto} broker", str(v)) for proto, v in (meta.get("brokers") or {}).items()]
+    return rows
 
 
 def _missing(v: Any) -> bool:
@@ -651,6 +1203,11 @@ def _missing(v: Any) -> bool:
 
 def _html(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a target that sustained nothing draws no line
+        ax.legend(fontsize=7, ncol=2)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -662,48 +1219,136 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+# What `omnibus compare` imports, by extra, and the distribution that brings each.
+EXTRAS: dict[str, dict[str, str]] = {"compare": {"pandas": "pandas", "matplotlib": "matplotlib", "tqdm": "tqdm"}}
+
+
+def missing_extra(extra: str = "compare") -> str | None:
+    """None when the modules of ``extra`` import, else a sentence naming the missing ones and the
+    pip command that installs them."""
+    import importlib
+
+    missing = []
+    for module, dist in EXTRAS[extra].items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(dist)
+    if not missing:
+        return None
+    return (f"omnibus {extra} needs {', '.join(missing)}, which this Python does not have: "
+            f'pip install "omnibus[{extra}]" (from a source checkout: pip install ".[{extra}]")')
+
+
 def _pandas() -> Any:
     try:
         import pandas
     except ImportError as e:
-        raise omnibus.Unsupported("results as a DataFrame need pandas: pip install pandas matplotlib") from e
+        raise omnibus.Unsupported(missing_extra("compare") or str(e)) from e
     return pandas
 
 
 def machine_facts(brokers: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Cores, kernel, Python, omnibus and broker versions, for the results' metadata."""
+    """CPU model, cores, memory, kernel, OS, Python, omnibus and broker versions, for the results."""
+    cpu = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0])
+        memory = f"{kb / 1024 / 1024:.1f} GiB"
+    os_name = None
+    with contextlib.suppress(OSError):
+        os_name = platform.freedesktop_os_release().get("PRETTY_NAME")  # type: ignore[attr-defined]
     facts: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "os": os_name,
+        "python": platform.python_version(),
         "omnibus": omnibus.__version__,
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "brokers": {},
     }
+    facts["machine"] = f"{facts['cores']} cores ({facts['cpu']}), {facts['kernel']}, Python {facts['python']}"
     for proto, broker in (brokers or {}).items():
-        facts["brokers"][proto] = getattr(broker, "version", None) or type(broker).__name__
+        facts["brokers"][proto] = getattr(broker, "version", None) or _broker_version(proto, broker)
     return facts
 
 
+# The Debian package of each broker program the harness starts (Kafka comes from Maven).
+_BROKER_PACKAGES = {"mqtt": "mosquitto", "nats": "nats-server", "amqp": "rabbitmq-server"}
+
+
+def _broker_version(proto: str, broker: Any) -> str:
+    """"mosquitto 2.0.11-1.2+deb12u2" and so on: the broker's package and its installed version."""
+    name = "Apache Kafka" if proto == "kafka" else _BROKER_PACKAGES.get(proto, type(broker).__name__)
+    version = None
+    with contextlib.suppress(Exception):
+        if proto == "kafka":
+            from .testing.brokers.kafka import kafka_version
+
+            version = kafka_version()
+        elif proto in _BROKER_PACKAGES and shutil.which("dpkg-query"):
+            out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", _BROKER_PACKAGES[proto]],
+                                 capture_output=True, text=True, timeout=10)
+            version = out.stdout.strip() if out.returncode == 0 else None
+    return f"{name} {version}" if version else name
+
+
 def compare(targets: Sequence[Target], workloads: Workload | Sequence[Workload] = Workload(), *,
+            sweep: Sweep | None = None, sweep_size: int = 100, repeat: int = 1,
             progress: Callable[[int, int, str, dict[str, Any] | None], None] | None = None,
             meta: Mapping[str, Any] | None = None) -> ComparisonResult:
-    """Run every workload on every target at every payload size; one row per run.
+    """Run the rate sweep (when ``sweep`` is given, at ``sweep_size``-byte payloads) and every
+    workload on every target at every payload size; one row per run or sweep step.
 
-    A run that fails (a broker gone, a timeout) becomes a row with its ``error`` and the
-    comparison goes on. ``progress(done, total, label, row)`` is called before and after each run.
+    ``repeat`` rounds, interleaved: each round measures every target once (in an order rotated
+    by one each round) before the next round starts, so a drift of the machine hits every target
+    alike. A run that fails (a broker gone, a timeout) becomes a row with its ``error`` and the
+    comparison goes on. ``progress(done, total, label, row)`` is called before each case
+    (row None), after each sweep step and after each case, ``done`` counting finished cases.
     """
+    if not isinstance(repeat, int) or repeat < 1:
+        raise omnibus.InvalidArgument(f"repeat must be an integer >= 1, got {repeat!r}")
     wls = [workloads] if isinstance(workloads, Workload) else list(workloads)
-    plan = [(w, t, s) for w in wls for t in targets for s in w.payload_sizes]
     rows: list[dict[str, Any]] = []
-    for i, (w, t, s) in enumerate(plan):
-        label = f"{w.name}: {t.name}, {s} B"
-        if progress:
-            progress(i, len(plan), label, None)
-        try:
-            row = run_target(t, s, w)
-        except (omnibus.Error, OSError) as e:
-            row = {"workload": w.name, "target": t.name, "protocol": t.protocol, "payload_bytes": s,
-                   "messages": w.messages, "error": f"{type(e).__name__}: {e}"}
-        rows.append(row)
-        if progress:
-            progress(i + 1, len(plan), label, row)
-    return ComparisonResult(rows, wls, dict(meta or machine_facts()))
+    per_round = len(targets) * ((1 if sweep else 0) + sum(len(w.payload_sizes) for w in wls))
+    total, done = per_round * repeat, 0
+    for rnd in range(1, repeat + 1):
+        shift = (rnd - 1) % max(len(targets), 1)
+        order = list(targets[shift:]) + list(targets[:shift])
+        plan: list[tuple[Target, Workload | None, int]] = [(t, None, sweep_size) for t in order] if sweep else []
+        plan += [(t, w, s) for w in wls for t in order for s in w.payload_sizes]
+        for t, w, s in plan:
+            label = f"{t.name}: rate sweep" if w is None else f"{t.name}: {w.name}, {s} B"
+            if repeat > 1:
+                label = f"round {rnd}/{repeat}, {label}"
+            if progress:
+                progress(done, total, label, None)
+            if w is None:
+                assert sweep is not None
+                got = _sweep(t, s, Workload(payload_sizes=[s]), sweep,
+                              on_step=(lambda row, label=label: progress(done, total, label, row))
+                              if progress else None)
+            else:
+                try:
+                    got = [run_target(t, s, w)]
+                except (omnibus.Error, OSError) as e:
+                    got = [{"workload": w.name, "target": t.name, "protocol": t.protocol, "payload_bytes": s,
+                            "messages": w.messages, "error": f"{type(e).__name__}: {e}"}]
+            for row in got:
+                row["round"] = rnd
+            rows += got
+            done += 1
+            if progress:
+                progress(done, total, label, got[-1])
+    meta = dict(meta or machine_facts())
+    if sweep:
+        meta["sweep"] = dataclasses.asdict(sweep)
+    meta["repeat"] = repeat
+    return ComparisonResult(rows, wls, meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -41,48 +42,103 @@ def _demo(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from . import bench
 
-    protocols = [p for p in (args.protocols or ",".join(bench.PROTOCOLS)).split(",") if p]
+    # Before any work: the report needs the "compare" extra.
+    missing = bench.missing_extra("compare")
+    if missing:
+        print(f"omnibus compare: {missing}", file=sys.stderr)
+        return 2
+    protocols = [p for p in (args.protocols or ",".join(bench.PROTOCOLS)).split(",") if p and p != "mem"]
     unknown = sorted(set(protocols) - set(bench.PROTOCOLS))
     if unknown:
-        print(f"omnibus compare: unknown protocol(s) {unknown}; choose from {', '.join(bench.PROTOCOLS)}",
+        print(f"omnibus compare: unknown protocol(s) {unknown}; choose from mem (always included), "
+              f"{', '.join(bench.PROTOCOLS)}", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print(f"omnibus compare: --repeat must be 1 or more, got {args.repeat}", file=sys.stderr)
+        return 2
+    try:
+        sweep = None if args.no_sweep else (bench.Sweep.quick if args.quick else bench.Sweep)(
+            slo_p99_ms=args.slo_p99_ms)
+        names = args.scenarios if args.scenarios is not None else "" if args.quick or args.workload else "all"
+        names_list = list(bench.SCENARIOS) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+        unknown_s = [n for n in names_list if n not in bench.SCENARIOS]
+        if unknown_s:
+            raise omnibus.InvalidArgument(f"unknown scenario(s) {unknown_s}; choose from "
+                                          f"{', '.join(bench.SCENARIOS)} or all")
+        workloads = [bench.SCENARIOS[n] for n in names_list]
+        workloads += [bench.Workload.from_file(f) for f in args.workload or []]
+    except omnibus.InvalidArgument as e:
+        print(f"omnibus compare: {e}", file=sys.stderr)
+        return 2
+    if sweep is None and not workloads:
+        print("omnibus compare: --no-sweep leaves nothing to measure here; give --scenarios or --workload FILE",
               file=sys.stderr)
         return 2
-    if args.workload:
-        workloads = [bench.Workload.from_file(args.workload)]
-    elif args.quick:
-        workloads = [bench.Workload(name="throughput", payload_sizes=[100], messages=5_000, idle_timeout=3),
-                     bench.Workload(name="latency", payload_sizes=[100], messages=1_000, rate=2_000, idle_timeout=3)]
-    else:
-        workloads = [bench.Workload(name="throughput", payload_sizes=[100, 1_000, 10_000], messages=20_000),
-                     bench.Workload(name="latency", payload_sizes=[100], messages=5_000, rate=2_000)]
     given = dict(u.split("=", 1) for u in args.url or [])
     for kind, url in given.items():
         os.environ[f"OMNIBUS_{kind.upper()}_URL"] = url
     started = time.monotonic()
-    print(f"omnibus {omnibus.__version__} protocol comparison: starting brokers for {', '.join(protocols)} ...",
-          flush=True)
+    print(f"omnibus {omnibus.__version__} protocol comparison: starting brokers for "
+          f"{', '.join(protocols) or 'none (mem:// only)'} ...", flush=True)
     with bench.local_brokers(protocols) as (urls, brokers):
         for kind, url in urls.items():
             how = f"started in {brokers[kind].started_in:.1f} s" if kind in brokers else "given"
             print(f"  {kind:<6} {url} ({how})")
         targets = bench.default_targets(urls, brokers)
-
-        def progress(done: int, total: int, label: str, row: dict | None) -> None:
-            bar = "#" * (20 * done // total) + "." * (20 - 20 * done // total)
-            if row is None:
-                print(f"[{bar}] {done + 1}/{total} {label} ...", end="", flush=True)
-            elif row.get("error"):
-                print(f" failed: {row['error']}")
-            else:
-                print(f" {row['delivered_rate']:,.0f} msg/s, p99 {row['p99_ms']:.2f} ms, lost {row['lost']}")
-
-        result = bench.compare(targets, workloads, progress=progress, meta=bench.machine_facts(brokers))
+        with _Progress() as progress:
+            result = bench.compare(targets, workloads, sweep=sweep, repeat=args.repeat, progress=progress,
+                                   meta=bench.machine_facts(brokers))
     print()
     print(result.table())
+    print()
+    for line in result.conclusions():
+        print(re.sub(r"</?b>", "", line))
     report = result.save(args.out)
     print(f"\nresults: {report.parent / 'results.csv'}, report: {report}  "
           f"({time.monotonic() - started:.0f} s in all)")
     return 1 if any(r.get("error") for r in result.rows) else 0
+
+
+class _Progress:
+    """The comparison's progress: a tqdm bar (case, rate, ETA) on a terminal; one line per
+    finished case otherwise, so logs stay readable."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=0, unit="case", file=sys.stderr, dynamic_ncols=True) if self.tty else None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, done: int, total: int, label: str, row: dict | None) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.set_description(label, refresh=False)
+            if row is not None:
+                self.bar.set_postfix_str(_row_text(row), refresh=False)
+            self.bar.update(done - self.bar.n)
+            self.bar.refresh()
+        elif row is not None and done > self._last_done:  # a case finished
+            print(f"[{done}/{total}] {label}: {_row_text(row)}", flush=True)
+        self._last_done = done
+
+    _last_done = 0
+
+
+def _row_text(row: dict) -> str:
+    if row.get("phase") is not None and row.get("max_rate") is not None and str(row["phase"]).startswith("at"):
+        return f"max {row['max_rate']:,.0f} msg/s; {row['phase']}: p99 {row.get('p99_ms', float('nan')):.2f} ms"
+    if row.get("error"):
+        return f"failed: {row['error']}"
+    if row.get("phase") == "search":
+        return f"{row['rate']:,.0f} msg/s offered: {row['verdict']}"
+    return f"{row['delivered_rate']:,.0f} msg/s, p99 {row['p99_ms']:.2f} ms, lost {row['lost']}"
 
 
 def _bridge(args: argparse.Namespace) -> int:
@@ -191,15 +247,29 @@ def _rate(text: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import bench  # no pandas or matplotlib: those are checked when compare runs
+
     parser = argparse.ArgumentParser(prog="omnibus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     compare = sub.add_parser("compare", help="measure MQTT, Kafka, RabbitMQ and NATS side by side")
-    compare.add_argument("--quick", action="store_true", help="a small workload (under two minutes)")
+    compare.add_argument("--quick", action="store_true",
+                         help="a short, coarse rate sweep and nothing else (under two minutes)")
+    compare.add_argument("--slo-p99-ms", type=float, default=50.0,
+                         help="the p99 latency bound of a sustainable rate, in ms (default 50)")
+    compare.add_argument("--repeat", type=int, default=1,
+                         help="measure every case N times, interleaved; report medians and spreads")
+    compare.add_argument("--no-sweep", action="store_true", help="skip the rate sweep (only the workloads)")
     compare.add_argument("--out", default="omnibus-compare", help="folder for results.csv/json, plots, report.html")
-    compare.add_argument("--protocols", help="comma-separated subset of mqtt,kafka,amqp,nats (default: all)")
+    compare.add_argument("--protocols",
+                         help="comma-separated subset of mqtt,kafka,amqp,nats (default: all; mem: mem:// only)")
     compare.add_argument("--url", action="append", metavar="KIND=URL",
                          help="use this broker instead of starting one, e.g. kafka=kafka://127.0.0.1:9092")
-    compare.add_argument("--workload", help="a workload file (JSON or YAML) with omnibus.bench.Workload fields")
+    compare.add_argument("--workload", action="append", metavar="FILE",
+                         help="a workload file (JSON or YAML) with omnibus.bench.Workload fields; repeatable "
+                              "(examples/scenarios/ has one per built-in scenario)")
+    compare.add_argument("--scenarios", metavar="NAMES",
+                         help="comma-separated built-in scenarios after the sweep, or all (default: all; "
+                              "none with --quick or --workload): " + ", ".join(bench.SCENARIOS))
     compare.set_defaults(fn=_compare)
     demo = sub.add_parser("demo", help="a mem:// round trip and its throughput")
     demo.add_argument("--messages", type=int, default=1_000_000, help="messages per measurement")
