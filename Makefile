@@ -11,17 +11,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
-	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev \
+	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat \
 	openjdk-17-jre-headless maven \
 	clang libclang-rt-14-dev
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9" "pytest>=7" "pytest-timeout>=2" "msgpack>=1" \
 	"nbclient>=0.7" "nbformat>=5" "ipykernel>=6" \
 	"pandas>=1.5" "matplotlib>=3.6" \
-	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3"
+	"confluent-kafka>=2" "paho-mqtt>=2" "nats-py>=2" "pika>=1.3" \
+	"moto[server]>=5" "boto3>=1.28"
 # pandas and matplotlib: omnibus compare's tables and plots. The last four are
 # the peer clients that the benchmarks run beside omnibus in the same run
 # (bench_*.py print both figures and the ratio), and Kafka's end offsets.
+# moto[server]: the SQS/SNS API server that the awssqs:// and awssns:// tests
+# start on loopback (omnibus.testing.brokers.Moto); boto3 is their peer client.
 # clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): make fuzz.
 
 .PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak

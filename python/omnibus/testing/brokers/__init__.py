@@ -15,27 +15,33 @@ from __future__ import annotations
 from ._base import Broker, BrokerError, ProgramMissing, free_port, started
 from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
+from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka}
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka,
+                                   "sqs": Moto}
 
 __all__ = [
     "BROKERS",
+    "AwsEndpoint",
     "Broker",
     "BrokerError",
     "Kafka",
     "KafkaCluster",
     "Mosquitto",
+    "Moto",
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
     "RabbitMQ",
     "amqp_probe",
+    "aws_endpoint",
     "free_port",
     "kafka_jars",
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
+    "queue_url",
     "started",
 ]

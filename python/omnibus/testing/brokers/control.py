@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ._base import Broker, BrokerError
 
-KINDS = ("mqtt", "nats", "amqp", "kafka")
+KINDS = ("mqtt", "nats", "amqp", "kafka", "sqs")
 _MODULES = {"mqtt": ("mosquitto", "Mosquitto"), "nats": ("nats", "NatsServer"),
-            "amqp": ("rabbitmq", "RabbitMQ"), "kafka": ("kafka", "Kafka")}
+            "amqp": ("rabbitmq", "RabbitMQ"), "kafka": ("kafka", "Kafka"),
+            "sqs": ("moto", "Moto")}
 
 
 def state_dir() -> Path:

@@ -1,0 +1,41 @@
+"""``python -m omnibus.testing.brokers._moto_main``: moto's server with SQS's ReceiveMessage made atomic.
+
+moto picks a visible message and marks it received in two steps, without a lock, on the threads of
+its threaded HTTP server: two concurrent ReceiveMessage calls (two consumers of a queue, or one
+with several pollers) can both take the same message. SQS does not hand one message to two
+concurrent receives within its visibility timeout, and a test server that does would fail correct
+clients. So the selection runs under a lock; the long-poll wait (WaitTimeSeconds) happens outside
+it, as moto's own loop does, so that one waiting poll does not hold up the others. Everything else
+is moto's server unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from moto.server import main
+from moto.sqs.models import SQSBackend
+
+_receive = SQSBackend.receive_message
+_lock = threading.Lock()
+
+
+def _atomic_receive(self: SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int,
+                    visibility_timeout: int, message_attribute_names: Any = None) -> Any:
+    deadline = time.monotonic() + (wait_seconds_timeout or 0)
+    while True:
+        with _lock:
+            got = _receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+        left = deadline - time.monotonic()
+        if got or left <= 0:
+            return got
+        self.get_queue(queue_name).wait_for_messages(min(1.0, left))  # type: ignore[arg-type]
+
+
+SQSBackend.receive_message = _atomic_receive  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
