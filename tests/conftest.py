@@ -70,14 +70,16 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
     # An SQS queue of its own per test on moto (signatures checked), created by the first client.
     "awssqs": ("sqs", lambda base, topic: queue_url(base, topic, create="true")),
+    # An SNS topic of its own per test on the same server; each subscriber an SQS queue subscribed to it.
+    "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
-# The driver's URL scheme where it differs from the broker kind.
-_SCHEMES = {"sqs": "awssqs"}
+# The driver's URL scheme where it is not the broker kind: per target.
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth: a thousand messages take it ~10 s, sixteen thousand hours. Tests of
 # volume send at most this many through it (AWS itself has no such limit).
-_MAX_MESSAGES = {"awssqs": 400}
+_MAX_MESSAGES = {"awssqs": 400, "awssns": 400}
 
 TARGETS = ["mem", *_TOPIC_URL]
 
@@ -88,7 +90,7 @@ def target(request: pytest.FixtureRequest) -> Target:
     if name == "mem":
         return Target("mem", lambda topic: f"mem://{topic}")
     kind, make = _TOPIC_URL[name]
-    scheme = _SCHEMES.get(kind, kind)
+    scheme = _SCHEMES.get(name, kind)
     missing = omnibus.unavailable_drivers().get(scheme)
     if missing:
         pytest.skip(f"{scheme}:// is not in this build: {missing}")

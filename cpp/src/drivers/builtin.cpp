@@ -63,10 +63,13 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #endif
 #ifdef OMNIBUS_DRIVER_AWSSQS
   registry.add(make_awssqs_driver());
+  registry.add(make_awssns_driver());
 #elif defined(OMNIBUS_HAVE_AWSSQS)
   registry.add_unavailable("awssqs", missing(true, "libcurl", "libcurl4-openssl-dev"));
+  registry.add_unavailable("awssns", missing(true, "libcurl", "libcurl4-openssl-dev"));
 #else
   registry.add_unavailable("awssqs", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
+  registry.add_unavailable("awssns", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
 #endif
 }
 
