@@ -254,7 +254,8 @@ def test_closed_subscriber_returns_unacked_to_its_group(target: Target) -> None:
 def test_concurrent_publishers_lose_and_duplicate_nothing(target: Target) -> None:
     url = target.url()
     publishers = 8
-    per = max(50, target.volume(publishers * 2000) // publishers // 50 * 50)  # whole publish_many calls of 50
+    per = max(1, target.volume(publishers * 2000) // publishers)
+    step = min(50, per)
     with omnibus.subscriber(url, prefetch=5000) as sub, omnibus.publisher(url, batch_messages=100) as pub:
         errors: list[BaseException] = []
 
@@ -262,9 +263,9 @@ def test_concurrent_publishers_lose_and_duplicate_nothing(target: Target) -> Non
 
         def run(p: int) -> None:
             try:
-                for i in range(0, per, 50):
-                    keys = [str(p)] * 50 if keyed else None
-                    pub.publish_many([f"{p}:{j}".encode() for j in range(i, i + 50)], keys=keys)
+                for i in range(0, per, step):
+                    keys = [str(p)] * step if keyed else None
+                    pub.publish_many([f"{p}:{j}".encode() for j in range(i, i + step)], keys=keys)
             except BaseException as e:  # reported below; a thread must not swallow it
                 errors.append(e)
 

@@ -309,3 +309,69 @@ def test_cli_up_status_down_sqs(tmp_path: Path) -> None:
         down = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0 and " down " in down.stdout, down.stdout + down.stderr
     assert not (tmp_path / "state" / "sqs").exists()
+
+
+# ---------------------------------------------------------------- awssns://
+
+
+def sns_url_of(sqs_url: str, topic: str, **options: str) -> str:
+    return queue_url("awssns" + sqs_url[len("awssqs"):], topic, **options)
+
+
+@pytest.fixture
+def sns(sqs_url: str) -> Iterator[Any]:
+    client = boto3.client("sns", **aws_endpoint(sqs_url).boto3())
+    yield client
+    client.close()
+
+
+def test_sns_missing_topic_is_not_found(sqs_url: str) -> None:
+    topic = name()
+    with pytest.raises(omnibus.NotFound, match=topic):
+        omnibus.publisher(sns_url_of(sqs_url, topic))
+
+
+def test_sns_omnibus_publish_reaches_a_boto3_subscribed_queue(sqs_url: str, sqs: Any, sns: Any) -> None:
+    topic = name()
+    arn = sns.create_topic(Name=topic)["TopicArn"]
+    qurl = make_queue(sqs, name())
+    qarn = sqs.get_queue_attributes(QueueUrl=qurl, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=qarn, Attributes={"RawMessageDelivery": "true"})
+    with omnibus.publisher(sns_url_of(sqs_url, topic)) as pub:  # found by name (ListTopics)
+        pub.publish(b"via sns", key=b"k", headers=[("trace", b"t1"), ("bin", b"\x00\x01")]).result(timeout=10)
+    (m,) = boto3_receive(sqs, qurl, 1)
+    assert m["Body"] == "via sns"
+    assert m["MessageAttributes"]["trace"]["StringValue"] == "t1"
+    assert m["MessageAttributes"]["bin"]["BinaryValue"] == b"\x00\x01"
+    assert m["MessageAttributes"]["omnibus-key"]["StringValue"] == "k"
+
+
+def test_sns_boto3_publish_reaches_every_omnibus_subscriber(sqs_url: str, sqs: Any, sns: Any) -> None:
+    topic = name()
+    arn = sns.create_topic(Name=topic)["TopicArn"]
+    url = sns_url_of(sqs_url, topic)
+    before = set(sqs.list_queues().get("QueueUrls", []))
+    with omnibus.subscriber(url) as a, omnibus.subscriber(url) as b:
+        private = set(sqs.list_queues().get("QueueUrls", [])) - before
+        assert len(private) == 2  # a queue of its own each
+        sns.publish(TopicArn=arn, Message="hello all", MessageAttributes={
+            "n": {"DataType": "Number", "StringValue": "7"}})
+        for sub in (a, b):
+            msg = sub.receive(timeout=20)
+            assert bytes(msg.payload) == b"hello all" and msg.headers == [("n", b"7")]
+    # Private queues go with their subscribers, and so do their subscriptions.
+    assert not (set(sqs.list_queues().get("QueueUrls", [])) & private)
+    assert sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"] == []
+
+
+def test_sns_group_shares_a_durable_queue(sqs_url: str, sqs: Any) -> None:
+    topic = name()
+    url = sns_url_of(sqs_url, topic, create="true", group="workers")
+    with omnibus.subscriber(url) as sub:
+        pass  # subscribed; the queue stays
+    with omnibus.publisher(url) as pub:
+        pub.publish(b"kept for the group").result(timeout=10)
+    qurl = sqs.get_queue_url(QueueName=f"{topic}-workers")["QueueUrl"]
+    with omnibus.subscriber(url) as sub:
+        assert bytes(sub.receive(timeout=20).payload) == b"kept for the group"
+    sqs.delete_queue(QueueUrl=qurl)

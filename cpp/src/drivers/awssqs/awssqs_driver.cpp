@@ -671,7 +671,14 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
   // Started once the receiver is owned by a shared_ptr (messages hold one).
   void start() {
     for (std::size_t i = 0; i < pollers_n_; ++i) pools_.push_back(std::make_unique<Pool>(*q_.svc, 1));
-    for (std::size_t i = 0; i < pollers_n_; ++i) threads_.emplace_back([this, i] { poll(*pools_[i]); });
+    running_ = pollers_n_;
+    for (std::size_t i = 0; i < pollers_n_; ++i)
+      threads_.emplace_back([this, i] {
+        poll(*pools_[i]);
+        std::lock_guard lock(mu_);
+        --running_;
+        room_cv_.notify_all();
+      });
   }
 
   ~SqsReceiver() override { close(); }
@@ -700,11 +707,19 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
     {
       std::lock_guard lock(mu_);
       if (closed_) return;
-      closed_ = true;
-      abort_ = true;
+      closed_ = true;  // no new polls
       cv_.notify_all();
       room_cv_.notify_all();
     }
+    {
+      // Polls in flight end by themselves (within wait_seconds): a poll cut
+      // off mid-way still takes messages on the server (SQS and moto alike),
+      // which then stay invisible for the visibility timeout. Only a poll
+      // that hangs past that (an unreachable endpoint) is aborted.
+      std::unique_lock lock(mu_);
+      room_cv_.wait_for(lock, std::chrono::seconds(wait_s_ + 5), [&] { return running_ == 0; });
+    }
+    abort_ = true;
     for (auto& p : pools_) p->wake();
     for (auto& t : threads_)
       if (t.joinable()) t.join();
@@ -877,6 +892,7 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
   std::unordered_map<std::uint64_t, std::string> receipts_;  // unsettled: ack id -> receipt handle
   std::optional<Error> fatal_;
   bool closed_ = false;
+  std::size_t running_ = 0;  // poller threads not ended yet
 
   std::mutex control_mu_;  // guards control_
   std::unique_ptr<Pool> control_;
@@ -923,7 +939,9 @@ class SqsDriver : public Driver {
     o.push_back({"ack_deadline_ms", OptionType::Int, "30000",
                  "visibility timeout: an unacked message is redelivered after this long (rounded up to whole "
                  "seconds, SQS's unit)", {}, 0, 43200000});
-    o.push_back({"wait_seconds", OptionType::Int, "20", "long-poll time of each ReceiveMessage", {}, 0, 20});
+    o.push_back({"wait_seconds", OptionType::Int, "1",
+                 "long-poll time of each ReceiveMessage (SQS allows up to 20); close() waits for the polls in flight, "
+                 "so up to this long. More costs fewer requests on an idle queue (SQS bills each)", {}, 0, 20});
     o.push_back({"pollers", OptionType::Int, "2", "ReceiveMessage requests in flight at once (threads)", {}, 1, 32});
     return o;
   }
@@ -953,6 +971,7 @@ class SqsDriver : public Driver {
 // message; with group=G the queue TOPIC-G is shared and outlives them; queue=
 // names an existing or new queue.
 
+// application/x-www-form-urlencoded.
 std::string form_escape(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -960,6 +979,8 @@ std::string form_escape(std::string_view s) {
   for (unsigned char c : s) {
     if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
       out.push_back(static_cast<char>(c));
+    } else if (c == ' ') {
+      out.push_back('+');  // as HTML forms (and Python's urlencode, which moto checks signatures with) do
     } else {
       out.push_back('%');
       out.push_back(hex[c >> 4]);
@@ -1235,7 +1256,9 @@ class SnsDriver : public Driver {
                  "the SQS queue to subscribe and receive from (created when missing, kept); overrides group"});
     o.push_back({"ack_deadline_ms", OptionType::Int, "30000",
                  "visibility timeout of the queue's messages (rounded up to whole seconds)", {}, 0, 43200000});
-    o.push_back({"wait_seconds", OptionType::Int, "20", "long-poll time of each ReceiveMessage", {}, 0, 20});
+    o.push_back({"wait_seconds", OptionType::Int, "1",
+                 "long-poll time of each ReceiveMessage (SQS allows up to 20); close() waits for the polls in flight, "
+                 "so up to this long. More costs fewer requests on an idle queue (SQS bills each)", {}, 0, 20});
     o.push_back({"pollers", OptionType::Int, "2", "ReceiveMessage requests in flight at once (threads)", {}, 1, 32});
     return o;
   }
