@@ -375,3 +375,24 @@ def test_sns_group_shares_a_durable_queue(sqs_url: str, sqs: Any) -> None:
     with omnibus.subscriber(url) as sub:
         assert bytes(sub.receive(timeout=20).payload) == b"kept for the group"
     sqs.delete_queue(QueueUrl=qurl)
+
+
+def test_dead_letter_queue_through_the_redrive_policy(sqs_url: str) -> None:
+    queue, dead = name(), name()
+    url = queue_url(sqs_url, queue, create="true", dead_letter_queue=dead, max_receive_count="2")
+    with omnibus.subscriber(url, auto_ack=False) as sub, omnibus.publisher(url) as pub:
+        assert sub.capabilities()["dead_letter"]
+        pub.publish(b"poison").result(timeout=10)
+        for attempt in (1, 2):
+            msg = sub.receive(timeout=20)
+            assert bytes(msg.payload) == b"poison" and msg.delivery_attempt == attempt
+            msg.nack()
+        # Received twice: SQS moves it to the dead-letter queue instead of a third delivery.
+        with omnibus.subscriber(queue_url(sqs_url, dead)) as dlq:
+            assert bytes(dlq.receive(timeout=20).payload) == b"poison"
+        assert sub.receive_batch(10, timeout=1.5) == []
+
+
+def test_dead_letter_queue_needs_create(sqs_url: str) -> None:
+    with pytest.raises(omnibus.InvalidArgument, match="create=true"):
+        omnibus.subscriber(queue_url(sqs_url, name(), dead_letter_queue=name()))

@@ -454,6 +454,7 @@ struct Queue {
   std::string url;   // the QueueUrl
   bool fifo = false;
   bool fan_out = false;  // awssns://: every subscription has a queue of its own
+  bool dead_letter = false;  // created with a redrive policy (dead_letter_queue=)
 };
 
 // `service`: "sqs" (JSON protocol) or "sns" (query protocol).
@@ -498,7 +499,7 @@ Queue open_queue(std::shared_ptr<Service> svc, bool create, json attrs = json::o
   return q;
 }
 
-Capabilities sqs_capabilities(bool fifo, bool fan_out) {
+Capabilities sqs_capabilities(bool fifo, bool fan_out, bool dead_letter = false) {
   Capabilities c;
   c.delivery_guarantee = "at-least-once";
   c.ordered_per_key = fifo;  // per MessageGroupId, the key
@@ -511,7 +512,7 @@ Capabilities sqs_capabilities(bool fifo, bool fan_out) {
   c.competing_consumers = true;
   c.fan_out = fan_out;  // awssqs://: a queue is one group; awssns:// fans out
   c.headers = true;
-  c.dead_letter = false;
+  c.dead_letter = dead_letter;  // through the queue's redrive policy
   c.durable = true;
   c.request_reply = false;
   c.max_message_bytes = env::kMaxMessageBytes;
@@ -612,7 +613,7 @@ class SqsSender : public Sender {
     for (std::size_t c = 0; c < calls.size(); ++c) report(calls[c], chunks[c], on_result);
   }
 
-  Capabilities capabilities() const override { return sqs_capabilities(q_.fifo, q_.fan_out); }
+  Capabilities capabilities() const override { return sqs_capabilities(q_.fifo, q_.fan_out, q_.dead_letter); }
   std::optional<bool> connected() const override { return connected_.load(); }
   // Releases the connections at once: the object may live on (Python).
   void close() override {
@@ -700,7 +701,7 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
   void ack(const std::vector<std::uint64_t>& ids) override { settle(ids, "DeleteMessageBatch", false); }
   void nack(const std::vector<std::uint64_t>& ids) override { settle(ids, "ChangeMessageVisibilityBatch", false); }
 
-  Capabilities capabilities() const override { return sqs_capabilities(q_.fifo, q_.fan_out); }
+  Capabilities capabilities() const override { return sqs_capabilities(q_.fifo, q_.fan_out, q_.dead_letter); }
   std::optional<bool> connected() const override { return connected_.load(); }
 
   void close() override {
@@ -913,6 +914,42 @@ std::vector<OptionSpec> common_options(const std::string& service, const std::st
   };
 }
 
+// The queue of an awssqs:// URL; with dead_letter_queue= (and create=true)
+// that queue is created first and the URL's queue gets a redrive policy to it.
+Queue open_sqs(const Url& url, const OptionValues& o) {
+  auto svc = std::make_shared<Service>(make_service(url, o, "sqs"));
+  const std::string dlq = o.get_string("dead_letter_queue");
+  json attrs = json::object();
+  if (!dlq.empty()) {
+    if (!o.get_bool("create"))
+      throw Error(ErrorCode::InvalidArgument,
+                  "dead_letter_queue=" + dlq + " needs create=true: omnibus sets the redrive policy when it creates " +
+                      svc->loc.queue + " (for an existing queue, set it in SQS)");
+    auto dsvc = std::make_shared<Service>(*svc);
+    dsvc->loc.queue = dlq;
+    Queue dead = open_queue(dsvc, true);
+    Pool pool(*svc, 1);
+    std::string arn = pool.call("GetQueueAttributes", {{"QueueUrl", dead.url}, {"AttributeNames", {"QueueArn"}}},
+                                kRequestTimeout, dlq)
+                          .value("Attributes", json::object())
+                          .value("QueueArn", std::string());
+    attrs["RedrivePolicy"] =
+        json{{"deadLetterTargetArn", arn}, {"maxReceiveCount", o.get_int("max_receive_count")}}.dump();
+  }
+  Queue q = open_queue(svc, o.get_bool("create"), attrs);
+  q.dead_letter = !dlq.empty();
+  return q;
+}
+
+// Options of both sides: either may create the queue.
+void add_dead_letter_options(std::vector<OptionSpec>& o) {
+  o.push_back({"dead_letter_queue", OptionType::String, "",
+               "with create=true: create this queue too and give the URL's queue a redrive policy to it, so that "
+               "a message received max_receive_count times goes there (nack counts)"});
+  o.push_back({"max_receive_count", OptionType::Int, "5", "receives before a message goes to dead_letter_queue", {},
+               1, 1000});
+}
+
 class SqsDriver : public Driver {
  public:
   std::string scheme() const override { return "awssqs"; }
@@ -925,6 +962,7 @@ class SqsDriver : public Driver {
                                    "deduplication)");
     o.push_back({"max_in_flight", OptionType::Int, "8",
                  "SendMessageBatch requests of one publish batch sent concurrently (one connection each)", {}, 1, 64});
+    add_dead_letter_options(o);
     o.push_back({"dedup_header", OptionType::String, "",
                  "FIFO queues: the header whose value is the MessageDeduplicationId (SQS drops a repeat within 5 "
                  "minutes); empty: the queue's content-based deduplication"});
@@ -933,6 +971,7 @@ class SqsDriver : public Driver {
   std::vector<OptionSpec> receiver_options() const override {
     auto o = common_options("sqs", "the queue (CreateQueue; a .fifo name makes a FIFO queue with content-based "
                                    "deduplication)");
+    add_dead_letter_options(o);
     o.push_back({"group", OptionType::String, "",
                  "accepted for portable code: an SQS queue is one group, its subscribers always share its "
                  "messages, whatever the value (for a copy per subscription use awssns:// with a queue each)"});
@@ -946,13 +985,11 @@ class SqsDriver : public Driver {
     return o;
   }
   std::shared_ptr<Sender> open_sender(const Url& url, const OptionValues& options) override {
-    return std::make_shared<SqsSender>(
-        open_queue(std::make_shared<Service>(make_service(url, options, "sqs")), options.get_bool("create")), options);
+    return std::make_shared<SqsSender>(open_sqs(url, options), options);
   }
   std::shared_ptr<Receiver> open_receiver(const Url& url, const OptionValues& options,
                                           const ReceiverSettings&) override {
-    auto r = std::make_shared<SqsReceiver>(
-        open_queue(std::make_shared<Service>(make_service(url, options, "sqs")), options.get_bool("create")), options);
+    auto r = std::make_shared<SqsReceiver>(open_sqs(url, options), options);
     r->start();
     return r;
   }
