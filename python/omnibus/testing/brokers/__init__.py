@@ -7,7 +7,8 @@
         mqtt.restart(kill=True)        # crash and come back on the same port and data
 
 Every broker: start(), stop(), kill(), restart(), close(), url, ports, log_tail(),
-started_in (seconds from spawn to ready). BROKERS maps a URL scheme to its class.
+started_in (seconds from spawn to ready). BROKERS maps a broker kind (the URL scheme, or sqs:
+moto, for awssqs:// and awssns://) to its class.
 """
 
 from __future__ import annotations

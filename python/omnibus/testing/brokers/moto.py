@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._base import LOOPBACK, Broker, BrokerError
 
@@ -83,7 +84,7 @@ class Moto(Broker):
         return ("port",)
 
     @property
-    def _creds_path(self):  # type: ignore[no-untyped-def]
+    def _creds_path(self) -> Path:
         return self.dir / "credentials.json"
 
     def _prepare(self) -> None:
