@@ -19,13 +19,18 @@ SQS gets the bytes here, as AWS delivers them.
 from __future__ import annotations
 
 import base64
+import os
 import sys
 import threading
 import time
 from typing import Any
 
-from moto.server import main
-from moto.sqs.models import SQSBackend
+# Run as a script: its folder, which holds omnibus' own moto.py, must not shadow the moto package.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+from moto.server import main  # noqa: E402
+from moto.sqs.models import SQSBackend  # noqa: E402
 
 _receive = SQSBackend.receive_message
 _lock = threading.Lock()
