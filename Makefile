@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
-	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev \
+	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
 	clang libclang-rt-14-dev
@@ -137,7 +137,7 @@ bench: py-install
 # build/fuzz/<target>_fuzz <file>.
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope amqp_envelope
+FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope amqp_envelope awssqs_envelope
 
 fuzz: apt-deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DOMNIBUS_BUILD_FUZZ=ON \

@@ -118,6 +118,7 @@ py::dict capabilities_to_python(const Capabilities& c) {
   d["delivery_count"] = c.delivery_count;
   d["ack_deadline"] = c.ack_deadline;
   d["competing_consumers"] = c.competing_consumers;
+  d["fan_out"] = c.fan_out;
   d["headers"] = c.headers;
   d["dead_letter"] = c.dead_letter;
   d["durable"] = c.durable;

@@ -59,3 +59,5 @@ omnibus_driver(kafka rdkafka librdkafka-dev "")
 omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev PahoMqttCpp::paho-mqttpp3)
 omnibus_driver(amqp librabbitmq librabbitmq-dev "")
 omnibus_driver(nats libnats libnats-dev "")
+# awssqs:// (and awssns://): HTTP and SigV4 signing by libcurl (7.75 or later).
+omnibus_driver(awssqs "libcurl>=7.75" libcurl4-openssl-dev "")

@@ -21,6 +21,7 @@ import pytest
 import omnibus
 from omnibus.testing import wait_until  # noqa: F401  (re-exported for the tests)
 from omnibus.testing.brokers._base import Broker, Cluster
+from omnibus.testing.brokers.moto import queue_url
 
 _names = itertools.count()
 
@@ -29,6 +30,12 @@ _names = itertools.count()
 class Target:
     name: str
     make_url: Callable[[str], str]
+    # Most messages one test may send through this target's server; None: any.
+    max_messages: int | None = None
+
+    def volume(self, n: int) -> int:
+        """n, or fewer where the test server cannot take n in a test's time (moto: see _MAX_MESSAGES)."""
+        return n if self.max_messages is None else min(n, self.max_messages)
 
     def url(self, **options: Any) -> str:
         """A URL of a topic no other test uses, with `options` in its query."""
@@ -63,7 +70,19 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
     # Written in Python (omnibus.redis_streams): a stream per test.
     "redis": ("redis", lambda base, topic: f"{base}/{topic}"),
+    # An SQS queue of its own per test on moto (signatures checked), created by the first client.
+    "awssqs": ("sqs", lambda base, topic: queue_url(base, topic, create="true")),
+    # An SNS topic of its own per test on the same server; each subscriber an SQS queue subscribed to it.
+    "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
+# The driver's URL scheme where it is not the broker kind: per target.
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns"}
+# moto is a test server, and every SQS send scans the whole queue (its
+# attributes are computed per message), so its cost grows with the queue's
+# depth, and a receive copies every message it returns: a thousand messages
+# take it ~10 s on an idle machine, sixteen thousand hours. Tests of volume
+# send at most this many through it (AWS itself has no such limit).
+_MAX_MESSAGES = {"awssqs": 100, "awssns": 100}
 
 # A driver of one's own (a Python driver registered by its package's entry point, say) runs the
 # whole suite with OMNIBUS_CONFORMANCE_URL=foo://host:port[?options] and `-k custom`: each test
@@ -86,11 +105,12 @@ def target(request: pytest.FixtureRequest) -> Target:
     if name == "custom":
         return Target(_CUSTOM_URL.split("://", 1)[0], _custom)
     kind, make = _TOPIC_URL[name]
-    missing = omnibus.unavailable_drivers().get(kind)
+    scheme = _SCHEMES.get(name, kind)
+    missing = omnibus.unavailable_drivers().get(scheme)
     if missing:
-        pytest.skip(f"{kind}:// is not in this build: {missing}")
+        pytest.skip(f"{scheme}:// is not in this build: {missing}")
     base = request.getfixturevalue(f"{kind}_url").rstrip("/")
-    return Target(name, lambda topic: make(base, topic))
+    return Target(name, lambda topic: make(base, topic), _MAX_MESSAGES.get(name))
 
 
 def require(target: Target, capability: str) -> None:

@@ -187,6 +187,11 @@ def _drivers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redact(url: str) -> str:
+    """The URL with the password of its userinfo replaced by ***, as omnibus' own messages show URLs."""
+    return re.sub(r"^([a-z0-9+.-]+://[^/?@:]*:)[^/?@]*@", r"\1***@", url)
+
+
 def _brokers(args: argparse.Namespace) -> int:
     from .testing.brokers import control
 
@@ -200,7 +205,9 @@ def _brokers(args: argparse.Namespace) -> int:
         print("no brokers" + (" running" if args.action != "up" else ""))
     for r in results:
         took = f" (ready in {r.seconds:.1f} s)" if r.seconds is not None else ""
-        print(f"{r.kind:<6} {r.state:<8} {r.url or '-'}{took}{'  ' + r.detail if r.detail else ''}")
+        # The URL may carry a (test server's) secret key: shown masked, in full in omnibus.env.
+        url = _redact(r.url) if r.url else "-"
+        print(f"{r.kind:<6} {r.state:<8} {url}{took}{'  ' + r.detail if r.detail else ''}")
     if args.action == "up" and any(r.url for r in results):
         print(f"\nURLs for a shell: source {control.state_dir() / 'omnibus.env'}")
     return 1 if any(r.state == "failed" for r in results) else 0
@@ -277,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=_demo)
     brokers = sub.add_parser("brokers", help="start, check or stop local brokers in the background")
     brokers.add_argument("action", choices=["up", "status", "down"])
-    brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", "redis", []], metavar="KIND",
-                         help="mqtt, nats, amqp, kafka, redis (default: all)")
+    brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", "redis", "sqs", []],
+                         metavar="KIND",
+                         help="mqtt, nats, amqp, kafka, redis, sqs (moto, for awssqs:// and awssns://) (default: all)")
     brokers.set_defaults(fn=_brokers)
     bridge = sub.add_parser("bridge", help="move messages from SOURCE to SINK, acking each after the sink confirmed")
     bridge.add_argument("source", help="subscriber URL, e.g. mqtt://127.0.0.1:1883/sensors/#?qos=1&clean_session=false")

@@ -33,6 +33,8 @@ struct Capabilities {
   bool requeue_on_close = false;   // a closed subscriber's unacked messages go to its group again
   bool delivery_count = false;     // delivery_attempt counts redeliveries, across consumers too
   bool competing_consumers = false;
+  bool fan_out = true;             // subscribers without a group each get every message (false: the
+                                   // URL names one queue, which all its subscribers share: awssqs://)
   bool headers = false;
   bool dead_letter = false;
   bool durable = false;            // survives a broker restart

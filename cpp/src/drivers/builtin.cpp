@@ -14,6 +14,9 @@
 #ifdef OMNIBUS_DRIVER_NATS
 #include "drivers/nats/nats_driver.hpp"
 #endif
+#ifdef OMNIBUS_DRIVER_AWSSQS
+#include "drivers/awssqs/awssqs_driver.hpp"
+#endif
 
 namespace omnibus {
 
@@ -57,6 +60,16 @@ void register_builtin_drivers(DriverRegistry& registry) {
   registry.add_unavailable("nats", missing(true, "cnats", "libnats-dev"));
 #else
   registry.add_unavailable("nats", missing(false, "cnats", "libnats-dev"));
+#endif
+#ifdef OMNIBUS_DRIVER_AWSSQS
+  registry.add(make_awssqs_driver());
+  registry.add(make_awssns_driver());
+#elif defined(OMNIBUS_HAVE_AWSSQS)
+  registry.add_unavailable("awssqs", missing(true, "libcurl", "libcurl4-openssl-dev"));
+  registry.add_unavailable("awssns", missing(true, "libcurl", "libcurl4-openssl-dev"));
+#else
+  registry.add_unavailable("awssqs", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
+  registry.add_unavailable("awssns", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
 #endif
 }
 

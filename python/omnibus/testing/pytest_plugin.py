@@ -38,12 +38,18 @@ _CLASSES = {
     "amqp": ("rabbitmq", "RabbitMQ", None),
     "kafka": ("kafka", "Kafka", "KafkaCluster"),
     "redis": ("redis", "Redis", None),
+    "sqs": ("moto", "Moto", None),  # moto's server: awssqs:// and awssns:// (marker aws)
 }
+# The pytest marker of a kind, where it is not the kind itself.
+_MARKERS = {"sqs": "aws"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for kind in _CLASSES:
+        if kind in _MARKERS:
+            continue
         config.addinivalue_line("markers", f"{kind}: needs a {kind}:// broker (started by omnibus or from OMNIBUS_{kind.upper()}_URL)")
+    config.addinivalue_line("markers", "aws: needs moto's SQS/SNS server (started by omnibus or from OMNIBUS_SQS_URL)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,7 +57,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         for kind in _CLASSES:
             if fixtures & {f"{kind}_url", f"{kind}_broker", f"{kind}_cluster_url", f"{kind}_cluster"}:
-                item.add_marker(getattr(pytest.mark, kind))
+                item.add_marker(getattr(pytest.mark, _MARKERS.get(kind, kind)))
 
 
 def _unavailable(reason: str) -> None:
@@ -141,6 +147,8 @@ amqp_url = _url_fixture("amqp")
 kafka_url = _url_fixture("kafka")
 redis_broker = _broker_fixture("redis")
 redis_url = _url_fixture("redis")
+sqs_broker = _broker_fixture("sqs")
+sqs_url = _url_fixture("sqs")
 nats_cluster = _cluster_fixture("nats")
 kafka_cluster = _cluster_fixture("kafka")
 nats_cluster_url = _cluster_url_fixture("nats")

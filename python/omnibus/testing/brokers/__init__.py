@@ -7,7 +7,8 @@
         mqtt.restart(kill=True)        # crash and come back on the same port and data
 
 Every broker: start(), stop(), kill(), restart(), close(), url, ports, log_tail(),
-started_in (seconds from spawn to ready). BROKERS maps a URL scheme to its class.
+started_in (seconds from spawn to ready). BROKERS maps a broker kind (the URL scheme, or sqs:
+moto, for awssqs:// and awssns://) to its class.
 """
 
 from __future__ import annotations
@@ -15,30 +16,36 @@ from __future__ import annotations
 from ._base import Broker, BrokerError, ProgramMissing, free_port, started
 from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
+from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 from .redis import Redis, redis_probe
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka, "redis": Redis}
+BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka,
+                                   "redis": Redis, "sqs": Moto}
 
 __all__ = [
     "BROKERS",
+    "AwsEndpoint",
     "Broker",
     "BrokerError",
     "Kafka",
     "KafkaCluster",
     "Mosquitto",
+    "Moto",
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
     "RabbitMQ",
     "Redis",
     "amqp_probe",
+    "aws_endpoint",
     "free_port",
     "kafka_jars",
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
     "redis_probe",
+    "queue_url",
     "started",
 ]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ._base import Broker, BrokerError
 
-KINDS = ("mqtt", "nats", "amqp", "kafka", "redis")
+KINDS = ("mqtt", "nats", "amqp", "kafka", "redis", "sqs")
 _MODULES = {"mqtt": ("mosquitto", "Mosquitto"), "nats": ("nats", "NatsServer"),
             "amqp": ("rabbitmq", "RabbitMQ"), "kafka": ("kafka", "Kafka"),
-            "redis": ("redis", "Redis")}
+            "redis": ("redis", "Redis"), "sqs": ("moto", "Moto")}
 
 
 def state_dir() -> Path:
