@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "omnibus/error.hpp"
+#include "core/utf8.hpp"
 
 namespace omnibus {
 namespace {
@@ -160,35 +161,9 @@ std::vector<std::string> builtin_codec_names() {
 }
 
 void check_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    std::uint32_t cp;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else len = 0, cp = 0;
-    bool ok = len && i + len <= n;
-    for (std::size_t k = 1; ok && k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) ok = false;
-      else cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // Reject overlong forms, surrogates and code points past U+10FFFF.
-    if (ok) {
-      static const std::uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-      ok = cp >= kMin[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    }
-    if (!ok)
-      throw Error(ErrorCode::Codec, "codec 'text': payload is not valid UTF-8 at byte " + std::to_string(i));
-    i += len;
-  }
+  const auto at = detail::utf8_invalid_at(s);
+  if (at != std::string_view::npos)
+    throw Error(ErrorCode::Codec, "codec 'text': payload is not valid UTF-8 at byte " + std::to_string(at));
 }
 
 }  // namespace omnibus

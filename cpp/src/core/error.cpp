@@ -1,5 +1,7 @@
 #include "omnibus/error.hpp"
 
+#include "core/utf8.hpp"
+
 namespace omnibus {
 namespace {
 constexpr ErrorInfo kTable[] = {
@@ -30,17 +32,13 @@ std::string printable(std::string_view s) {
   std::string out = "'";
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   for (std::size_t i = 0; i < s.size();) {
-    unsigned c = p[i];
-    // Length of a well-formed UTF-8 sequence starting here, 0 if none.
-    std::size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 && c >= 0xC2 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                    : (c & 0xF8) == 0xF0 && c <= 0xF4 ? 4 : 0;
-    for (std::size_t j = 1; len && j < len; ++j)
-      if (i + j >= s.size() || (p[i + j] & 0xC0) != 0x80) len = 0;
-    if (len == 1 && c >= 0x20 && c != 0x7f && c != '\\' && c != '\'') {
+    const unsigned c = p[i];
+    const auto step = detail::utf8_step(s, i);
+    if (step.length == 1 && c >= 0x20 && c != 0x7f && c != '\\' && c != '\'') {
       out += char(c);
-    } else if (len > 1) {
-      out.append(s.data() + i, len);
-      i += len;
+    } else if (step.length > 1) {
+      out.append(s.data() + i, step.length);
+      i += step.length;
       continue;
     } else {
       out += "\\x";

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/base64.hpp"
+#include "core/utf8.hpp"
 
 namespace omnibus::detail::sqs {
 namespace {
@@ -51,37 +52,15 @@ Attribute value_attribute(std::string name, const std::string& value) {
 }  // namespace
 
 bool is_sqs_text(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  for (std::size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    std::size_t len;
-    std::uint32_t cp;
-    if (c < 0x80) {
-      if (c < 0x20 && c != 0x9 && c != 0xA && c != 0xD) return false;
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + j] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return false;  // overlong or out of range
-    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF) return false;
-    i += len;
+  // SQS' character set: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF
+  // (surrogates are not well-formed UTF-8 to begin with).
+  for (std::size_t i = 0; i < s.size();) {
+    const auto step = utf8_step(s, i);
+    if (step.fault != Utf8Fault::None) return false;
+    const char32_t cp = step.code_point;
+    if (cp < 0x20 && cp != 0x9 && cp != 0xA && cp != 0xD) return false;
+    if (cp == 0xFFFE || cp == 0xFFFF) return false;
+    i += step.length;
   }
   return true;
 }

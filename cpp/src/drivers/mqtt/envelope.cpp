@@ -2,43 +2,30 @@
 
 #include <cstdlib>
 
+#include "core/utf8.hpp"
+
 namespace omnibus::detail::mqtt {
 
 const char* utf8_problem(std::string_view s) {
   if (s.size() > kMaxStringBytes) return "longer than 65535 bytes";
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  for (std::size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    std::size_t len;
-    std::uint32_t cp;
-    if (c < 0x80) {
-      if (c == 0) return "contains U+0000";
-      if (c < 0x20 || c == 0x7f) return "contains a control character";
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return "is not valid UTF-8";
+  for (std::size_t i = 0; i < s.size();) {
+    const auto step = utf8_step(s, i);
+    switch (step.fault) {
+      case Utf8Fault::None:
+        break;
+      case Utf8Fault::Surrogate:
+        return "contains a UTF-16 surrogate";
+      case Utf8Fault::Overlong:
+      case Utf8Fault::TooLarge:
+        return "is not valid UTF-8 (overlong or out of range)";
+      case Utf8Fault::Malformed:
+        return "is not valid UTF-8";
     }
-    if (i + len > n) return "is not valid UTF-8";
-    for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return "is not valid UTF-8";
-      cp = (cp << 6) | (p[i + j] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return "is not valid UTF-8 (overlong or out of range)";
-    if (cp >= 0xD800 && cp <= 0xDFFF) return "contains a UTF-16 surrogate";
-    if (cp >= 0x80 && cp <= 0x9F) return "contains a control character";
-    i += len;
+    // MQTT forbids U+0000 and advises against the C0 and C1 controls and DEL.
+    const char32_t cp = step.code_point;
+    if (cp == 0) return "contains U+0000";
+    if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9F)) return "contains a control character";
+    i += step.length;
   }
   return nullptr;
 }

@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "core/base64.hpp"
+#include "core/utf8.hpp"
 
 namespace omnibus::detail::nats {
 
@@ -30,40 +31,7 @@ bool is_token(std::string_view s) {
   return true;
 }
 
-bool valid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  for (std::size_t i = 0; i < n;) {
-    unsigned c = p[i];
-    std::size_t len;
-    std::uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + j] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return false;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return false;
-    i += len;
-  }
-  return true;
-}
+bool valid_utf8(std::string_view s) { return utf8_invalid_at(s) == std::string_view::npos; }
 
 bool is_plain_value(std::string_view v) {
   if (v.empty() || v.front() == ' ' || v.back() == ' ') return false;
