@@ -46,7 +46,17 @@ from ._bridge import Bridge, BridgeStats, DeliveryGuaranteeWarning, Out, Transfo
 from .codecs import Codec, CodecLike, codec_names, register_codec, resolve_codec, unregister_codec
 from .driver import Option, Received, register_driver, unregister_driver
 
-__version__ = "0.1.0"
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omnibus")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 OptionValue = Union[bool, int, float, str]
 
@@ -112,7 +122,7 @@ def option_pairs(options: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def publisher(url: str, *, codec: CodecLike = "raw", **options: OptionValue) -> Publisher:
-    """Open a publisher for ``url`` (``mem://topic``, later kafka://, mqtt://, amqp://, nats://).
+    """Open a publisher for ``url``; the scheme picks the driver (``omnibus.drivers()`` lists them).
 
     ``codec`` encodes each value: "raw" (bytes, the default), "text", "json",
     "msgpack", a registered name or a codec object. ``options`` override the

@@ -25,9 +25,10 @@ namespace {
 // library's presence is decided at configure time (cmake/drivers.cmake).
 std::string missing(bool have_library, const char* library, const char* apt) {
   if (!have_library)
-    return std::string(library) + " was not found when omnibus was built; install " + apt +
-           " (make deps) and reinstall omnibus";
-  return std::string("the driver on ") + library + " is not implemented yet (see the project's open issues)";
+    return std::string(library) + " was not found when omnibus was built (or the driver was turned off with "
+           "OMNIBUS_WITH_<NAME>=OFF); install " + apt + " (make deps) and reinstall omnibus";
+  return std::string(library) + " was found, but this build had no sources for the driver on it "
+         "(cpp/src/drivers/<name>/); build omnibus from a complete source tree";
 }
 }  // namespace
 
