@@ -83,8 +83,9 @@
 //
 // Connection loss (broker restart, heartbeat timeout, channel error): the I/O
 // thread reconnects with backoff (core/backoff.hpp: 100 ms to 5 s, jittered) until closed,
-// declaring and consuming again. Unconfirmed messages fail with Unavailable
-// (the broker may or may not have them); queued ones wait for the reconnect
+// declaring and consuming again. Unconfirmed messages are sent again first
+// on the new connection (the broker may have them already: at-least-once,
+// duplicates possible), queued ones after them; both wait for the reconnect
 // up to connect_timeout_ms, then fail with Unavailable. Acks for deliveries of
 // the lost connection are dropped (the broker redelivers those messages); a
 // private subscription's new queue misses what was published while down.
@@ -666,7 +667,7 @@ class AmqpSender : public Sender {
       try {
         publish_some();
         drain_input();
-        const bool more = has_writable_job();
+        const bool more = !resend_.empty() || has_writable_job();
         if (!more || unconfirmed_.size() >= window_) {
           if (wait_input(conn_.get(), waker_, 100ms)) drain_input();
         }
@@ -689,9 +690,16 @@ class AmqpSender : public Sender {
     // rabbitmq-c writes a message as 3 send() calls and the last one pushes a
     // packet; corked, a burst of messages leaves in few full packets, which
     // is most of the throughput on loopback. Uncorked (flushed) on return.
-    if (unconfirmed_.size() >= window_ || !has_writable_job()) return;
+    if (unconfirmed_.size() >= window_ || (resend_.empty() && !has_writable_job())) return;
     Cork cork(amqp_get_sockfd(conn_.get()));
     std::size_t written = 0;
+    // First what a lost connection left unconfirmed, oldest first.
+    while (!resend_.empty() && unconfirmed_.size() < window_) {
+      const Unconfirmed u = resend_.front();
+      resend_.pop_front();
+      publish_one(u.job, u.index, (*u.job->batch)[u.index]);
+      ++written;
+    }
     while (unconfirmed_.size() < window_ && written < 4096) {
       std::shared_ptr<Job> job;
       {
@@ -851,23 +859,39 @@ class AmqpSender : public Sender {
     }
   }
 
-  // The connection is gone: what was written and not confirmed fails (the
-  // broker may or may not have it); queued messages wait for the reconnect.
+  // The connection is gone: what was written and not confirmed is sent again
+  // after the reconnect, ahead of everything queued and in its order (the
+  // broker may have it already: at-least-once, a duplicate is possible);
+  // queued messages wait for the reconnect too. Either fails with Unavailable
+  // once the broker has been away for connect_timeout_ms.
   void lost(const Error& why) {
     last_error_ = why.what();
-    Error e(ErrorCode::Unavailable,
-            std::string("connection lost before the broker confirmed the message (it may or may not have it): ") +
-                why.what(),
-            why.native_code(), true);
+    std::deque<Unconfirmed> again;
     for (auto& u : unconfirmed_)
-      if (!u.done) u.job->fn(u.index, &e);
+      if (!u.done) again.push_back(u);
+    again.insert(again.end(), resend_.begin(), resend_.end());
+    resend_.swap(again);
     unconfirmed_.clear();
+    if (!resend_.empty() && lost_at_ == SteadyClock::time_point::max()) lost_at_ = SteadyClock::now();
     close_conn(conn_, false);
   }
 
-  // While disconnected: messages queued longer than connect_timeout fail.
+  // While disconnected: messages queued longer than connect_timeout fail, and
+  // so do the ones waiting to be sent again once the connection has been
+  // down that long.
   void fail_stale_jobs() {
     const auto now = SteadyClock::now();
+    if (!resend_.empty() && now - lost_at_ > settings_.connect_timeout) {
+      Error e(ErrorCode::Unavailable,
+              "connection lost before the broker confirmed the message (it may or may not have it), and no new "
+              "connection to " + settings_.where + " within " + std::to_string(settings_.connect_timeout.count()) +
+                  " ms (connect_timeout_ms); last error: " + last_error_,
+              0, true);
+      std::deque<Unconfirmed> failing;
+      failing.swap(resend_);
+      for (auto& u : failing) u.job->fn(u.index, &e);
+    }
+    if (resend_.empty()) lost_at_ = SteadyClock::time_point::max();
     std::vector<std::shared_ptr<Job>> stale;
     {
       std::lock_guard lock(mu_);
@@ -905,6 +929,8 @@ class AmqpSender : public Sender {
     for (auto& u : unconfirmed_)
       if (!u.done) u.job->fn(u.index, &e);
     unconfirmed_.clear();
+    for (auto& u : resend_) u.job->fn(u.index, &e);
+    resend_.clear();
     std::deque<std::shared_ptr<Job>> jobs;
     {
       std::lock_guard lock(mu_);
@@ -930,6 +956,8 @@ class AmqpSender : public Sender {
   std::atomic<bool> up_{true};  // connected(), as last seen by the I/O thread
   std::uint64_t next_tag_ = 1;
   std::deque<Unconfirmed> unconfirmed_;
+  std::deque<Unconfirmed> resend_;  // lost with a connection, to be sent first on the next
+  SteadyClock::time_point lost_at_ = SteadyClock::time_point::max();  // when resend_ began to wait
   std::vector<amqp_table_entry_t> entries_;
   std::string last_error_;
 
