@@ -544,6 +544,30 @@ std::string group_id(const std::optional<std::string>& key) {
   return buf;
 }
 
+// A batch call's per-message results, shared by SendMessageBatch and
+// PublishBatch: a transport or service error fails every member (and a
+// transport error marks the sender disconnected); otherwise each member gets
+// its entry of `failed`, success when in `ok`, and Unavailable when the
+// response named it nowhere (`no_result` says which call).
+void report_batch(const Pool::Call& call, const std::vector<std::size_t>& members,
+                  const std::unordered_map<std::size_t, Error>& failed, const std::unordered_map<std::size_t, bool>& ok,
+                  const std::string& no_result, std::atomic<bool>& connected, const SendResultFn& on_result) {
+  if (call.error) {
+    if (call.error->code() == ErrorCode::Unavailable && call.error->native_code() < 100) connected = false;
+    for (auto i : members) on_result(i, &*call.error);
+    return;
+  }
+  connected = true;
+  for (auto i : members) {
+    if (auto f = failed.find(i); f != failed.end()) on_result(i, &f->second);
+    else if (ok.count(i)) on_result(i, nullptr);
+    else {
+      Error err(ErrorCode::Unavailable, no_result, 0, true);
+      on_result(i, &err);
+    }
+  }
+}
+
 class SqsSender : public Sender {
  public:
   SqsSender(Queue q, const OptionValues& o)
@@ -623,31 +647,24 @@ class SqsSender : public Sender {
 
  private:
   void report(const Pool::Call& call, const std::vector<std::size_t>& members, const SendResultFn& on_result) {
-    if (call.error) {
-      if (call.error->code() == ErrorCode::Unavailable && call.error->native_code() < 100) connected_ = false;
-      for (auto i : members) on_result(i, &*call.error);
-      return;
-    }
-    connected_ = true;
-    std::unordered_map<std::size_t, std::optional<Error>> failed;
-    for (const auto& f : call.result.value("Failed", json::array())) {
+    std::unordered_map<std::size_t, Error> failed;
+    std::unordered_map<std::size_t, bool> ok;
+    if (!call.error) parse_results(call.result, failed, ok);
+    report_batch(call, members, failed, ok, q_.svc->scheme + " SendMessageBatch gave no result for a message", connected_,
+                 on_result);
+  }
+
+  void parse_results(const json& result, std::unordered_map<std::size_t, Error>& failed,
+                     std::unordered_map<std::size_t, bool>& ok) const {
+    for (const auto& f : result.value("Failed", json::array())) {
       std::size_t id = std::stoul(f.value("Id", std::string("0")));
       std::string code = f.value("Code", std::string());
       std::string text = q_.svc->scheme + q_.svc->loc.queue + " refused the message: " + code + ": " +
                          f.value("Message", std::string());
       bool sender = f.value("SenderFault", false);
-      failed[id].emplace(sender ? ErrorCode::InvalidArgument : ErrorCode::Unavailable, text, 0, !sender);
+      failed.insert_or_assign(id, Error(sender ? ErrorCode::InvalidArgument : ErrorCode::Unavailable, text, 0, !sender));
     }
-    std::unordered_map<std::size_t, bool> ok;
-    for (const auto& s : call.result.value("Successful", json::array())) ok[std::stoul(s.value("Id", std::string("0")))] = true;
-    for (auto i : members) {
-      if (auto f = failed.find(i); f != failed.end()) on_result(i, &*f->second);
-      else if (ok.count(i)) on_result(i, nullptr);
-      else {
-        Error err(ErrorCode::Unavailable, q_.svc->scheme + " SendMessageBatch gave no result for a message", 0, true);
-        on_result(i, &err);
-      }
-    }
+    for (const auto& s : result.value("Successful", json::array())) ok[std::stoul(s.value("Id", std::string("0")))] = true;
   }
 
   Queue q_;
@@ -1185,15 +1202,16 @@ class SnsSender : public Sender {
 
  private:
   void report(const Pool::Call& call, const std::vector<std::size_t>& members, const SendResultFn& on_result) {
-    if (call.error) {
-      if (call.error->code() == ErrorCode::Unavailable && call.error->native_code() < 100) connected_ = false;
-      for (auto i : members) on_result(i, &*call.error);
-      return;
-    }
-    connected_ = true;
-    const std::string xml = call.result.is_string() ? call.result.get<std::string>() : std::string();
     std::unordered_map<std::size_t, Error> failed;
     std::unordered_map<std::size_t, bool> ok;
+    if (!call.error) parse_results(call.result, failed, ok);
+    report_batch(call, members, failed, ok, t_.svc->scheme + " PublishBatch gave no result for a message", connected_,
+                 on_result);
+  }
+
+  void parse_results(const json& result, std::unordered_map<std::size_t, Error>& failed,
+                     std::unordered_map<std::size_t, bool>& ok) const {
+    const std::string xml = result.is_string() ? result.get<std::string>() : std::string();
     auto id_of = [](const std::string& member) -> std::optional<std::size_t> {
       try {
         return std::stoul(xml_first(member, "Id"));
@@ -1214,14 +1232,6 @@ class SnsSender : public Sender {
     for (const auto& section : xml_all(xml, "Successful"))
       for (const auto& m : xml_all(section, "member"))
         if (auto id = id_of(m)) ok[*id] = true;
-    for (auto i : members) {
-      if (auto f = failed.find(i); f != failed.end()) on_result(i, &f->second);
-      else if (ok.count(i)) on_result(i, nullptr);
-      else {
-        Error err(ErrorCode::Unavailable, t_.svc->scheme + " PublishBatch gave no result for a message", 0, true);
-        on_result(i, &err);
-      }
-    }
   }
 
   Topic t_;
