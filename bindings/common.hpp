@@ -12,6 +12,7 @@
 #include "omnibus/codec.hpp"
 #include "omnibus/error.hpp"
 #include "omnibus/message.hpp"
+#include "omnibus/url.hpp"
 
 namespace py = pybind11;
 
@@ -66,6 +67,10 @@ std::shared_ptr<py::object> share_with_threads(py::object obj);
 // Python exception object for an omnibus::Error (the class matching its code,
 // with .native_code and .retryable set).
 py::object make_exception(const Error& e);
+
+// A parsed URL as a dict: scheme, user, password (None without userinfo),
+// hosts [(host, port)], path, query. Needs the GIL.
+py::dict url_to_dict(const Url& u);
 // Raises `e` as its Python class; never returns.
 [[noreturn]] void raise(const Error& e);
 [[noreturn]] void raise_object(py::object exc);

@@ -201,20 +201,31 @@ py::object options_to_python(const OptionValues& values, const std::vector<Optio
 }
 
 py::object url_to_python(const Url& u) {
-  py::dict d;
-  d["scheme"] = u.scheme;
-  d["user"] = u.has_userinfo ? py::object(py::str(u.user)) : py::object(py::none());
-  d["password"] = u.has_userinfo ? py::object(py::str(u.password)) : py::object(py::none());
-  py::list hosts;
-  for (const auto& h : u.hosts) hosts.append(py::make_tuple(h.host, h.port));
-  d["hosts"] = hosts;
-  d["path"] = u.path;
-  d["query"] = u.query;
+  py::dict d = url_to_dict(u);
   d["text"] = u.text;  // password masked: safe for errors and logs
   return std::move(d);
 }
 
 // ---------------------------------------------------------------- sender
+
+// Calls a driver's sender or receiver close() once, with the GIL, after
+// `first` (also under the GIL); nothing at interpreter shutdown, when the
+// driver's connections end with the process.
+template <class First>
+void close_python_side(py::object& side, const std::string& scheme, const char* what, First&& first) {
+  std::optional<PythonCall> call;
+  try {
+    call.emplace(scheme);
+  } catch (const Error&) {
+    return;
+  }
+  first();
+  try {
+    side.attr("close")();
+  } catch (py::error_already_set& e) {
+    throw from_python(e, scheme + ":// driver's " + what + " close() (Python)");
+  }
+}
 
 class PySender final : public Sender {
  public:
@@ -275,18 +286,7 @@ class PySender final : public Sender {
   std::optional<bool> connected() const override { return connected_of(obj_, scheme_); }
 
   void close() override {
-    if (closed_.exchange(true)) return;
-    std::optional<PythonCall> call;
-    try {
-      call.emplace(scheme_);
-    } catch (const Error&) {
-      return;  // shutting down: the driver's connections end with the process
-    }
-    try {
-      obj_->attr("close")();
-    } catch (py::error_already_set& e) {
-      throw from_python(e, scheme_ + ":// driver's sender close() (Python)");
-    }
+    if (!closed_.exchange(true)) close_python_side(*obj_, scheme_, "sender", [] {});
   }
 
  private:
@@ -359,18 +359,8 @@ class PyReceiver final : public Receiver, public std::enable_shared_from_this<Py
 
   void close() override {
     if (closed_.exchange(true)) return;
-    std::optional<PythonCall> call;
-    try {
-      call.emplace(scheme_);
-    } catch (const Error&) {
-      return;  // shutting down: the driver's connections end with the process
-    }
-    ids_.clear();  // messages not settled stay with the broker, for the driver's own redelivery
-    try {
-      obj_->attr("close")();
-    } catch (py::error_already_set& e) {
-      throw from_python(e, scheme_ + ":// driver's receiver close() (Python)");
-    }
+    // Messages not settled stay with the broker, for the driver's own redelivery.
+    close_python_side(*obj_, scheme_, "receiver", [this] { ids_.clear(); });
   }
 
  private:

@@ -28,6 +28,19 @@ py::list with_portable(std::vector<OptionSpec> portable, const std::vector<Optio
 }
 }  // namespace
 
+py::dict url_to_dict(const Url& u) {
+  py::dict d;
+  d["scheme"] = u.scheme;
+  d["user"] = u.has_userinfo ? py::object(py::str(u.user)) : py::object(py::none());
+  d["password"] = u.has_userinfo ? py::object(py::str(u.password)) : py::object(py::none());
+  py::list hosts;
+  for (const auto& h : u.hosts) hosts.append(py::make_tuple(h.host, h.port));
+  d["hosts"] = hosts;
+  d["path"] = u.path;
+  d["query"] = u.query;
+  return d;
+}
+
 void export_registry(py::module_& m) {
   m.def(
       "drivers",
@@ -50,19 +63,7 @@ void export_registry(py::module_& m) {
         "[(scheme, reason)] for the protocol schemes this build has no driver for.");
   m.def(
       "parse_url",
-      [](const std::string& text) {
-        Url u = Url::parse(text);
-        py::dict d;
-        d["scheme"] = u.scheme;
-        d["user"] = u.has_userinfo ? py::object(py::str(u.user)) : py::object(py::none());
-        d["password"] = u.has_userinfo ? py::object(py::str(u.password)) : py::object(py::none());
-        py::list hosts;
-        for (const auto& h : u.hosts) hosts.append(py::make_tuple(h.host, h.port));
-        d["hosts"] = hosts;
-        d["path"] = u.path;
-        d["query"] = u.query;
-        return d;
-      },
+      [](const std::string& text) { return url_to_dict(Url::parse(text)); },
       py::arg("url"), "Parse a URL as the engine does (for tools and tests); raises InvalidArgument.");
 }
 
