@@ -357,13 +357,16 @@ def simulate(
     errors: dict[str, int] = {}
     interrupted = False
 
+    def count_failures(delivery: omnibus.Delivery) -> None:
+        failures = delivery.failures()
+        counts["failed"] += len(failures)
+        for _, error in failures:
+            _note_error(errors, str(error))
+
     def reap() -> None:
         while outstanding and outstanding[0][0].done():
             delivery, n = outstanding.popleft()
-            failures = delivery.failures()
-            counts["failed"] += len(failures)
-            for _, error in failures:
-                _note_error(errors, str(error))
+            count_failures(delivery)
             counts["confirmed"] += n
 
     def snapshot(elapsed: float, in_flight: int) -> SimulationResult:
@@ -415,10 +418,7 @@ def simulate(
                 pass  # its undelivered messages fail their Delivery with Closed: counted below
     for delivery, size in outstanding:
         if delivery.done():
-            failures = delivery.failures()
-            counts["failed"] += len(failures)
-            for _, error in failures:
-                _note_error(errors, str(error))
+            count_failures(delivery)
         else:
             counts["failed"] += size
             _note_error(errors, f"not confirmed within delivery_timeout={delivery_timeout:g} s", size)
