@@ -97,6 +97,23 @@ def on_disk(workdir: Path, token: bytes) -> bool:
     return False
 
 
+def declared_on_disk(workdir: Path, queue: str) -> bool:
+    """Whether the queue's declaration reached Mnesia's files (its log or the table dump).
+
+    RabbitMQ answers queue.declare-ok before Mnesia's log writer has written
+    the record, so a SIGKILL right after a declare can lose a durable queue;
+    this is the point from which the queue must survive a crash.
+    """
+    for f in (workdir / "mnesia").rglob("*"):
+        if f.name == "LATEST.LOG" or f.name.startswith("rabbit_durable_queue."):
+            try:
+                if queue.encode() in f.read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 @pytest.fixture
 def broker() -> Iterator[RabbitMQ]:
     b = RabbitMQ()
@@ -170,6 +187,7 @@ def test_start_round_trip_crash_restart_and_teardown(broker: RabbitMQ) -> None:
     r = amqp("amqp-publish", broker, "-r", queue, "-p", "-b", token)
     assert r.returncode == 0, r.stderr
     assert wait_until(lambda: on_disk(broker.dir, token.encode()), timeout=30), "message never reached disk"
+    assert wait_until(lambda: declared_on_disk(broker.dir, queue), timeout=30), "queue never reached Mnesia's files"
     old_pid = broker.pid
     broker.restart(kill=True)
     print(f"rabbitmq: back in {broker.started_in:.2f} s after SIGKILL")

@@ -7,6 +7,6 @@ class Driver;
 // JSON protocol. See awssqs_driver.cpp for the model and README.md for URLs.
 std::shared_ptr<Driver> make_awssqs_driver();
 // awssns:// -- Amazon SNS: PublishBatch; subscribers through SQS queues
-// subscribed with raw delivery. Same library and file as awssqs://.
+// subscribed with raw delivery (awssns_driver.cpp; same library as awssqs://).
 std::shared_ptr<Driver> make_awssns_driver();
 }  // namespace omnibus

@@ -3,7 +3,7 @@
 // an SQS message body and message attributes, and how a received one's become
 // them again. Pure functions over plain types, without libcurl, so that they
 // are unit-tested (cpp/tests/awssqs_envelope_test.cpp) on every build;
-// awssqs_driver.cpp converts to and from SQS's JSON.
+// sqs.cpp and awssns_driver.cpp convert to and from SQS's JSON and SNS's form.
 //
 // Body: SQS takes text only (XML 1.0 characters: no NUL, no other control
 // character but tab, CR and LF) and no empty body. A payload that is such
