@@ -4,7 +4,7 @@
 // how a received delivery's become them again. Pure functions over plain
 // types, without rabbitmq-c, so that they are unit-tested
 // (cpp/tests/amqp_envelope_test.cpp) and fuzzed (cpp/fuzz/amqp_envelope_fuzz.cpp)
-// on every build; amqp_driver.cpp converts to and from amqp_table_t.
+// on every build; connection.cpp, sender.cpp and receiver.cpp convert to and from amqp_table_t.
 //
 // Keys: a message's key is its routing key, unless routing_key= is given (or
 // the key is empty): then the routing key is that option and the key travels
