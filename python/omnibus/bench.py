@@ -1280,21 +1280,20 @@ def machine_facts(brokers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return facts
 
 
-# The Debian package of each broker program the harness starts (Kafka comes from Maven).
-_BROKER_PACKAGES = {"mqtt": "mosquitto", "nats": "nats-server", "amqp": "rabbitmq-server"}
-
-
 def _broker_version(proto: str, broker: Any) -> str:
     """"mosquitto 2.0.11-1.2+deb12u2" and so on: the broker's package and its installed version."""
-    name = "Apache Kafka" if proto == "kafka" else _BROKER_PACKAGES.get(proto, type(broker).__name__)
+    from .testing.brokers.kinds import KINDS
+
+    package = KINDS[proto].package if proto in KINDS else None  # None: not from Debian (Kafka: Maven)
+    name = "Apache Kafka" if proto == "kafka" else package or type(broker).__name__
     version = None
     with contextlib.suppress(Exception):
         if proto == "kafka":
             from .testing.brokers.kafka import kafka_version
 
             version = kafka_version()
-        elif proto in _BROKER_PACKAGES and shutil.which("dpkg-query"):
-            out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", _BROKER_PACKAGES[proto]],
+        elif package and shutil.which("dpkg-query"):
+            out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
                                  capture_output=True, text=True, timeout=10)
             version = out.stdout.strip() if out.returncode == 0 else None
     return f"{name} {version}" if version else name

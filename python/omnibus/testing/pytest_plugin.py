@@ -22,7 +22,6 @@ protocols.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -30,34 +29,22 @@ from typing import Any
 import pytest
 
 from omnibus.testing.brokers._base import Broker, ProgramMissing
-
-# kind -> (module, single-node class, cluster class or None)
-_CLASSES = {
-    "mqtt": ("mosquitto", "Mosquitto", None),
-    "nats": ("nats", "NatsServer", "NatsCluster"),
-    "amqp": ("rabbitmq", "RabbitMQ", None),
-    "kafka": ("kafka", "Kafka", "KafkaCluster"),
-    "redis": ("redis", "Redis", None),
-    "sqs": ("moto", "Moto", None),  # moto's server: awssqs:// and awssns:// (marker aws)
-}
-# The pytest marker of a kind, where it is not the kind itself.
-_MARKERS = {"sqs": "aws"}
+from omnibus.testing.brokers.kinds import KINDS
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for kind in _CLASSES:
-        if kind in _MARKERS:
-            continue
-        config.addinivalue_line("markers", f"{kind}: needs a {kind}:// broker (started by omnibus or from OMNIBUS_{kind.upper()}_URL)")
-    config.addinivalue_line("markers", "aws: needs moto's SQS/SNS server (started by omnibus or from OMNIBUS_SQS_URL)")
+    for kind in KINDS.values():
+        config.addinivalue_line(
+            "markers", f"{kind.pytest_marker}: needs a broker for {kind.serves} (started by omnibus or from "
+            f"OMNIBUS_{kind.name.upper()}_URL)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        for kind in _CLASSES:
-            if fixtures & {f"{kind}_url", f"{kind}_broker", f"{kind}_cluster_url", f"{kind}_cluster"}:
-                item.add_marker(getattr(pytest.mark, _MARKERS.get(kind, kind)))
+        for name, kind in KINDS.items():
+            if fixtures & {f"{name}_url", f"{name}_broker", f"{name}_cluster_url", f"{name}_cluster"}:
+                item.add_marker(getattr(pytest.mark, kind.pytest_marker))
 
 
 def _unavailable(reason: str) -> None:
@@ -67,15 +54,13 @@ def _unavailable(reason: str) -> None:
 
 
 def _class(kind: str, cluster: bool = False) -> Any:
-    module, single, multi = _CLASSES[kind]
     try:
-        mod = importlib.import_module(f"omnibus.testing.brokers.{module}")
+        cls = KINDS[kind].load(cluster)
     except ImportError as e:
         _unavailable(f"no {kind} broker harness in this omnibus: {e}")
-    name = multi if cluster else single
-    if name is None:
+    if cls is None:
         _unavailable(f"no {kind} cluster harness")
-    return getattr(mod, str(name))
+    return cls
 
 
 @contextlib.contextmanager
@@ -137,19 +122,12 @@ def _cluster_url_fixture(kind: str) -> Any:
     return fixture
 
 
-mqtt_broker = _broker_fixture("mqtt")
-nats_broker = _broker_fixture("nats")
-amqp_broker = _broker_fixture("amqp")
-kafka_broker = _broker_fixture("kafka")
-mqtt_url = _url_fixture("mqtt")
-nats_url = _url_fixture("nats")
-amqp_url = _url_fixture("amqp")
-kafka_url = _url_fixture("kafka")
-redis_broker = _broker_fixture("redis")
-redis_url = _url_fixture("redis")
-sqs_broker = _broker_fixture("sqs")
-sqs_url = _url_fixture("sqs")
-nats_cluster = _cluster_fixture("nats")
-kafka_cluster = _cluster_fixture("kafka")
-nats_cluster_url = _cluster_url_fixture("nats")
-kafka_cluster_url = _cluster_url_fixture("kafka")
+# The fixtures of every kind: KIND_broker and KIND_url, and KIND_cluster and
+# KIND_cluster_url for kinds with a cluster class. Module attributes, so that
+# pytest finds them in this plugin.
+for _name, _kind in KINDS.items():
+    globals()[f"{_name}_broker"] = _broker_fixture(_name)
+    globals()[f"{_name}_url"] = _url_fixture(_name)
+    if _kind.cluster:
+        globals()[f"{_name}_cluster"] = _cluster_fixture(_name)
+        globals()[f"{_name}_cluster_url"] = _cluster_url_fixture(_name)

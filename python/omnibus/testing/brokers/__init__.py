@@ -20,12 +20,15 @@ from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 from .redis import Redis, redis_probe
+from .kinds import KINDS, Kind
 
-BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka,
-                                   "redis": Redis, "sqs": Moto}
+# kind -> its single-node class, for every kind of kinds.KINDS.
+BROKERS: dict[str, type[Broker]] = {name: kind.load() for name, kind in KINDS.items()}
 
 __all__ = [
     "BROKERS",
+    "KINDS",
+    "Kind",
     "AwsEndpoint",
     "Broker",
     "BrokerError",

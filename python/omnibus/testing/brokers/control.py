@@ -7,18 +7,13 @@ directory per broker, state.json to find them again, and omnibus.env with
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._base import Broker, BrokerError
-
-KINDS = ("mqtt", "nats", "amqp", "kafka", "redis", "sqs")
-_MODULES = {"mqtt": ("mosquitto", "Mosquitto"), "nats": ("nats", "NatsServer"),
-            "amqp": ("rabbitmq", "RabbitMQ"), "kafka": ("kafka", "Kafka"),
-            "redis": ("redis", "Redis"), "sqs": ("moto", "Moto")}
+from .kinds import KINDS
 
 
 def state_dir() -> Path:
@@ -26,10 +21,9 @@ def state_dir() -> Path:
 
 
 def broker_class(kind: str) -> type[Broker]:
-    if kind not in _MODULES:
+    if kind not in KINDS:
         raise ValueError(f"unknown broker {kind!r}; choose from {', '.join(KINDS)}")
-    module, name = _MODULES[kind]
-    cls: type[Broker] = getattr(importlib.import_module(f"omnibus.testing.brokers.{module}"), name)
+    cls: type[Broker] = KINDS[kind].load()
     return cls
 
 
