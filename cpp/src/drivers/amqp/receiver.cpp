@@ -11,7 +11,7 @@
 #include <thread>
 #include <unordered_set>
 
-#include "core/backoff.hpp"
+#include "core/connection_loop.hpp"
 #include "drivers/amqp/connection.hpp"
 
 namespace omnibus::detail::amqp {
@@ -55,7 +55,7 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
   void nack(const std::vector<std::uint64_t>& ids) override { settle(ids, Op::Nack); }
 
   Capabilities capabilities() const override { return amqp_capabilities(true, max_bytes_); }
-  std::optional<bool> connected() const override { return up_.load(std::memory_order_relaxed); }
+  std::optional<bool> connected() const override { return loop_.up(); }
 
   void close() override {
     {
@@ -104,40 +104,32 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
   }
 
   void run() {
-    detail::Backoff backoff(kBackoffMin, kBackoffMax);
-    for (;;) {
-      {
-        std::lock_guard lock(mu_);
-        if (closed_) break;
-      }
-      // Published once per turn of the loop (at least every 100 ms): conn_ is the I/O thread's.
-      up_.store(static_cast<bool>(conn_), std::memory_order_relaxed);
-      if (!conn_) {
-        try {
-          conn_ = connect(settings_);
-          setup();
-          backoff.reset();
-        } catch (const Error&) {
-          conn_.reset();
-          pollfd p{waker_.fd(), POLLIN, 0};
-          if (::poll(&p, 1, static_cast<int>(backoff.next().count())) > 0) waker_.drain();
-        }
-        continue;
-      }
-      try {
-        send_ops();
-        if (wait_input(conn_.get(), waker_, 100ms)) {
-          read_some();
-        } else {
-          read_some();  // zero-timeout read: rabbitmq-c sends a due heartbeat
-        }
-      } catch (const Error&) {
-        close_conn(conn_, false);
-        outstanding_.clear();
-        std::lock_guard lock(mu_);
-        ops_.clear();  // tags of the lost connection mean nothing to the next one
-      }
-    }
+    detail::ConnectionLoop::Steps steps;
+    steps.stopping = [this] {
+      std::lock_guard lock(mu_);
+      return closed_;
+    };
+    steps.connect = [this] {
+      conn_ = connect(settings_);
+      setup();
+    };
+    steps.failed = [this](const Error&) { conn_.reset(); };
+    steps.serve = [this] {
+      send_ops();
+      wait_input(conn_.get(), waker_, 100ms);
+      read_some();  // also after a quiet wait: a zero-timeout read sends a due heartbeat
+    };
+    steps.lost = [this](const Error&) {
+      close_conn(conn_, false);
+      outstanding_.clear();
+      std::lock_guard lock(mu_);
+      ops_.clear();  // tags of the lost connection mean nothing to the next one
+    };
+    steps.wait = [this](std::chrono::milliseconds d) {
+      pollfd p{waker_.fd(), POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(d.count())) > 0) waker_.drain();
+    };
+    loop_.run(steps);
     try {
       if (conn_) send_ops();
     } catch (const Error&) {
@@ -255,7 +247,7 @@ class AmqpReceiver : public Receiver, public std::enable_shared_from_this<AmqpRe
 
   // Owned by the I/O thread after the constructor.
   ConnHandle conn_;
-  std::atomic<bool> up_{true};  // connected(), as last seen by the I/O thread
+  detail::ConnectionLoop loop_{kBackoffMin, kBackoffMax, true};  // the constructor connected
   std::string queue_;
   std::uint64_t epoch_ = 0;
   std::set<std::uint64_t> outstanding_;  // delivered, not settled (this connection)

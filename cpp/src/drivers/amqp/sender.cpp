@@ -11,7 +11,7 @@
 #include <thread>
 #include <unordered_set>
 
-#include "core/backoff.hpp"
+#include "core/connection_loop.hpp"
 #include "drivers/amqp/connection.hpp"
 
 namespace omnibus::detail::amqp {
@@ -53,7 +53,7 @@ class AmqpSender : public Sender {
   }
 
   Capabilities capabilities() const override { return amqp_capabilities(confirm_, max_bytes_); }
-  std::optional<bool> connected() const override { return up_.load(std::memory_order_relaxed); }
+  std::optional<bool> connected() const override { return loop_.up(); }
 
   void close() override {
     {
@@ -94,39 +94,32 @@ class AmqpSender : public Sender {
   }
 
   void run() {
-    detail::Backoff backoff(kBackoffMin, kBackoffMax);
-    for (;;) {
-      {
-        std::lock_guard lock(mu_);
-        if (closed_) break;
+    detail::ConnectionLoop::Steps steps;
+    steps.stopping = [this] {
+      std::lock_guard lock(mu_);
+      return closed_;
+    };
+    steps.before_attempt = [this] { fail_stale_jobs(); };
+    steps.connect = [this] {
+      conn_ = connect(settings_);
+      setup();
+    };
+    steps.failed = [this](const Error& e) {
+      conn_.reset();
+      last_error_ = e.what();
+    };
+    steps.serve = [this] {
+      publish_some();
+      drain_input();
+      const bool more = !resend_.empty() || has_writable_job();
+      if (!more || unconfirmed_.size() >= window_) {
+        if (wait_input(conn_.get(), waker_, 100ms)) drain_input();
       }
-      // Published once per turn of the loop (at least every 100 ms): conn_ is the I/O thread's.
-      up_.store(static_cast<bool>(conn_), std::memory_order_relaxed);
-      if (!conn_) {
-        fail_stale_jobs();
-        try {
-          conn_ = connect(settings_);
-          setup();
-          backoff.reset();
-        } catch (const Error& e) {
-          conn_.reset();
-          last_error_ = e.what();
-          wait_waker(backoff.next());
-        }
-        continue;
-      }
-      try {
-        publish_some();
-        drain_input();
-        const bool more = !resend_.empty() || has_writable_job();
-        if (!more || unconfirmed_.size() >= window_) {
-          if (wait_input(conn_.get(), waker_, 100ms)) drain_input();
-        }
-        service_heartbeat();
-      } catch (const Error& e) {
-        lost(e);
-      }
-    }
+      service_heartbeat();
+    };
+    steps.lost = [this](const Error& e) { lost(e); };
+    steps.wait = [this](std::chrono::milliseconds d) { wait_waker(d); };
+    loop_.run(steps);
     shutdown();
   }
 
@@ -397,7 +390,7 @@ class AmqpSender : public Sender {
 
   // Owned by the I/O thread after the constructor.
   ConnHandle conn_;
-  std::atomic<bool> up_{true};  // connected(), as last seen by the I/O thread
+  detail::ConnectionLoop loop_{kBackoffMin, kBackoffMax, true};  // the constructor connected
   std::uint64_t next_tag_ = 1;
   std::deque<Unconfirmed> unconfirmed_;
   std::deque<Unconfirmed> resend_;  // lost with a connection, to be sent first on the next

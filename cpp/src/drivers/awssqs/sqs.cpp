@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/backoff.hpp"
 #include "core/base64.hpp"
 #include "drivers/awssqs/envelope.hpp"
 
@@ -251,7 +252,7 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
  private:
   void poll(Pool& pool) {
     const std::size_t capacity = 10 * pollers_n_;
-    int failures = 0;
+    detail::Backoff backoff(std::chrono::milliseconds(100), std::chrono::milliseconds(5000));
     for (;;) {
       {
         std::unique_lock lock(mu_);
@@ -277,12 +278,11 @@ class SqsReceiver : public Receiver, public std::enable_shared_from_this<SqsRece
           return;
         }
         connected_ = false;
-        // Back off (up to 5 s), as SQS asks of a throttled or failing client.
-        auto pause = std::chrono::milliseconds(std::min(5000, 100 << std::min(failures++, 6)));
-        room_cv_.wait_for(lock, pause, [&] { return closed_; });
+        // Back off (up to 5 s, jittered), as SQS asks of a throttled or failing client.
+        room_cv_.wait_for(lock, backoff.next(), [&] { return closed_; });
         continue;
       }
-      failures = 0;
+      backoff.reset();
       connected_ = true;
       deliver(resp.value("Messages", json::array()));
     }
