@@ -313,11 +313,13 @@ void export_publisher(py::module_& m) {
             d["messages_sent"] = s.messages_sent;
             d["messages_delivered"] = s.messages_delivered;
             d["messages_failed"] = s.messages_failed;
+            d["messages_resent"] = s.messages_resent;
             d["pending"] = s.pending;
             d["largest_batch"] = s.largest_batch;
             return d;
           },
-          "Counters: batches_sent, messages_sent, messages_delivered, messages_failed, pending, largest_batch.")
+          "Counters: batches_sent, messages_sent, messages_delivered, messages_failed, messages_resent (sends repeated "
+          "after a retryable failure), pending, largest_batch.")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](py::object self, py::args) {
         self.attr("close")();

@@ -16,6 +16,7 @@ import pytest
 import omnibus
 from omnibus import Option, Received, _core
 from omnibus.testing import wait_until
+from omnibus.testing import wait_until
 
 CAPS = {"delivery_guarantee": "at-least-once", "keys": True, "headers": True, "nack": True}
 
@@ -220,12 +221,25 @@ def test_an_omnibus_error_keeps_its_class(toy: ToyDriver) -> None:
     err = omnibus.Unavailable("the toy broker is away")
     err.native_code = 42  # type: ignore[attr-defined]
     toy.send_error = err
-    with omnibus.publisher("toy://h/t") as pub:
+    # delivery_timeout_ms=1: fail at once instead of sending again while the broker is away.
+    with omnibus.publisher("toy://h/t?delivery_timeout_ms=1") as pub:
         with pytest.raises(omnibus.Unavailable, match="the toy broker is away") as info:
             pub.publish(b"x").result(timeout=10)
         assert info.value.retryable and info.value.native_code == 42
         toy.send_error = None
         pub.publish(b"x").result(timeout=10)  # the next batch goes through
+
+
+def test_a_message_is_sent_again_while_the_broker_is_away(toy: ToyDriver) -> None:
+    toy.send_error = omnibus.Unavailable("the toy broker is away")
+    with omnibus.subscriber("toy://h/t") as sub, omnibus.publisher("toy://h/t") as pub:
+        delivery = pub.publish_many([b"a", b"b"])
+        assert wait_until(lambda: pub.stats()["messages_resent"] >= 4, timeout=30)
+        assert not delivery.done()  # still the publisher's, not failed
+        toy.send_error = None
+        delivery.result(timeout=30)
+        assert sorted(bytes(m.payload) for m in sub.receive_batch(10, timeout=5)) == [b"a", b"b"]
+        assert pub.stats()["messages_failed"] == 0
 
 
 def test_any_other_exception_is_internal_naming_the_driver_with_its_traceback(toy: ToyDriver) -> None:

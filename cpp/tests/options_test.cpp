@@ -224,7 +224,7 @@ TEST(Options, PublisherOpenRejectsUnknownOptionListingPortableAndDriverOptions) 
   EXPECT_TRUE(has_substr(e->what(), "unknown option 'batch_size' for mem:// publisher"));
   EXPECT_TRUE(has_substr(e->what(),
                          "valid options are: batch_bytes, batch_linger_ms, batch_messages, block_timeout_ms, "
-                         "max_message_bytes, max_pending"));
+                         "delivery_timeout_ms, max_message_bytes, max_pending"));
 }
 
 TEST(Options, SubscriberOpenRejectsUnknownOptionListingPortableAndDriverOptions) {

@@ -333,6 +333,87 @@ TEST(PublisherBackPressure, ConcurrentProducersAllGetThroughInTheirOwnOrder) {
   EXPECT_EQ(r.pub->stats().messages_delivered, static_cast<std::uint64_t>(kThreads * kEach));
 }
 
+// ------------------------------------------------------------ resend (delivery_timeout)
+
+PublisherConfig resending(std::chrono::milliseconds delivery_timeout) {
+  auto c = config();
+  c.delivery_timeout = delivery_timeout;
+  return c;
+}
+
+std::size_t last_position(const std::vector<std::string>& all, const std::string& what) {
+  return static_cast<std::size_t>(std::find(all.rbegin(), all.rend(), what).base() - all.begin()) - 1;
+}
+
+// A retryable Unavailable (the broker is away) is not the message's result:
+// the message goes again, after a backoff, until the broker takes it.
+TEST(PublisherResend, ARetryableFailureIsSentAgainUntilItSucceeds) {
+  Rig r(resending(std::chrono::seconds(60)));
+  r.sender->fail_payload("b", ErrorCode::Unavailable, "broker away");
+  auto t = r.pub->publish(outs({"a", "b", "c"}));
+  ASSERT_TRUE(eventually([&] { return r.sender->batch_count() >= 3; }));  // sent, resent, resent
+  EXPECT_FALSE(t->done());
+  EXPECT_EQ(r.pub->stats().pending, 1u);  // b is still the publisher's
+  r.sender->clear_failures();
+  ASSERT_TRUE(t->wait_for(kPatience));
+  EXPECT_TRUE(t->failures().empty());
+  auto batches = r.sender->batches();
+  EXPECT_EQ(batches.front(), (std::vector<std::string>{"a", "b", "c"}));
+  for (std::size_t i = 1; i < batches.size(); ++i) EXPECT_EQ(batches[i], (std::vector<std::string>{"b"}));
+  ASSERT_TRUE(eventually([&] { return r.pub->stats().pending == 0; }));  // settled just after the result
+  auto s = r.pub->stats();
+  EXPECT_EQ(s.messages_resent, batches.size() - 1);
+  EXPECT_EQ(s.messages_delivered, 3u);
+  EXPECT_EQ(s.messages_failed, 0u);
+}
+
+// While a message waits to go again, later ones wait behind it: an outage
+// does not reorder the stream.
+TEST(PublisherResend, LaterMessagesWaitBehindAResend) {
+  Rig r(resending(std::chrono::seconds(60)));
+  r.sender->fail_payload("b", ErrorCode::Unavailable, "broker away");
+  auto t1 = r.pub->publish(outs({"a", "b"}));
+  ASSERT_TRUE(eventually([&] { return r.sender->batch_count() >= 2; }));
+  auto t2 = r.pub->publish(outs({"c", "d"}));
+  r.sender->clear_failures();
+  ASSERT_TRUE(t1->wait_for(kPatience));
+  ASSERT_TRUE(t2->wait_for(kPatience));
+  auto all = flatten(r.sender->batches());
+  EXPECT_LT(last_position(all, "b"), last_position(all, "c"));
+  EXPECT_EQ(std::count(all.begin(), all.end(), "c"), 1);
+}
+
+TEST(PublisherResend, FailsWithUnavailableOnceTheDeliveryTimeoutIsOver) {
+  Rig r(resending(std::chrono::milliseconds(400)));
+  r.sender->fail_payload("b", ErrorCode::Unavailable, "broker away");
+  auto t = r.pub->publish(outs({"a", "b"}));
+  ASSERT_TRUE(t->wait_for(kPatience));
+  auto f = t->failures();
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].first, 1u);
+  EXPECT_EQ(f[0].second.code(), ErrorCode::Unavailable);
+  EXPECT_TRUE(has_substr(f[0].second.what(), "broker away of b"));
+  EXPECT_TRUE(has_substr(f[0].second.what(), "not delivered within delivery_timeout_ms=400"));
+  EXPECT_GE(r.sender->batch_count(), 2u);
+  ASSERT_TRUE(eventually([&] { return r.pub->stats().pending == 0; }));
+  EXPECT_EQ(r.pub->stats().messages_failed, 1u);
+  EXPECT_EQ(r.pub->stats().messages_delivered, 1u);
+}
+
+TEST(PublisherResend, CloseFailsAWaitingResendWithTheBrokersError) {
+  Rig r(resending(std::chrono::seconds(60)));
+  r.sender->fail_payload("b", ErrorCode::Unavailable, "broker away");
+  auto t = r.pub->publish(outs({"a", "b"}));
+  ASSERT_TRUE(eventually([&] { return r.pub->stats().messages_resent >= 1; }));
+  auto undelivered = r.pub->close(std::chrono::milliseconds(300));
+  ASSERT_EQ(undelivered.size(), 1u);
+  EXPECT_EQ(*undelivered[0].message.payload, "b");
+  EXPECT_EQ(undelivered[0].error.code(), ErrorCode::Unavailable);
+  EXPECT_TRUE(has_substr(undelivered[0].error.what(), "broker away of b"));
+  ASSERT_TRUE(t->wait_for(kPatience));
+  EXPECT_EQ(failed_indices(*t), (std::vector<std::size_t>{1}));
+}
+
 // ------------------------------------------------------------ flush
 
 TEST(PublisherFlush, OnAnIdlePublisherReturnsTrue) {
@@ -357,7 +438,7 @@ TEST(PublisherFlush, WaitsForInFlightResults) {
 
 TEST(PublisherResults, PartialBatchFailureFailsOnlyThoseMessages) {
   Rig r;
-  r.sender->fail_payload("b", ErrorCode::Unavailable);
+  r.sender->fail_payload("b", ErrorCode::NotFound);
   r.sender->fail_payload("d", ErrorCode::ResourceExhausted, "too big");
   auto t = r.pub->publish(outs({"a", "b", "c", "d", "e"}));
   ASSERT_TRUE(t->wait_for(kPatience));
@@ -365,7 +446,7 @@ TEST(PublisherResults, PartialBatchFailureFailsOnlyThoseMessages) {
   auto f = t->failures();
   ASSERT_EQ(f.size(), 2u);
   EXPECT_EQ(f[0].first, 1u);
-  EXPECT_EQ(f[0].second.code(), ErrorCode::Unavailable);
+  EXPECT_EQ(f[0].second.code(), ErrorCode::NotFound);
   EXPECT_TRUE(has_substr(f[0].second.what(), "injected failure of b"));
   EXPECT_EQ(f[1].first, 3u);
   EXPECT_EQ(f[1].second.code(), ErrorCode::ResourceExhausted);
@@ -373,11 +454,12 @@ TEST(PublisherResults, PartialBatchFailureFailsOnlyThoseMessages) {
   ASSERT_TRUE(eventually([&] { return r.pub->stats().pending == 0; }));
   EXPECT_EQ(r.pub->stats().messages_delivered, 3u);
   EXPECT_EQ(r.pub->stats().messages_failed, 2u);
+  EXPECT_EQ(r.pub->stats().messages_resent, 0u);  // neither failure is a retryable Unavailable
 }
 
 TEST(PublisherResults, EachPublishCallGetsItsOwnResultsFromASharedBatch) {
   Rig r(config(4, kForever));
-  r.sender->fail_payload("c", ErrorCode::Unavailable);
+  r.sender->fail_payload("c", ErrorCode::NotFound);
   auto t1 = r.pub->publish(outs({"a", "b"}));
   auto t2 = r.pub->publish(outs({"c", "d"}));
   ASSERT_TRUE(t1->wait_for(kPatience));
@@ -389,7 +471,7 @@ TEST(PublisherResults, EachPublishCallGetsItsOwnResultsFromASharedBatch) {
 
 TEST(PublisherResults, EnqueueMapsMessagesOntoTrackerIndices) {
   Rig r(config(1000, kForever));
-  r.sender->fail_payload("m3", ErrorCode::Unavailable);
+  r.sender->fail_payload("m3", ErrorCode::NotFound);
   // A caller publishing msgs[2..4] as tracker entries 5..7 of a larger request.
   auto msgs = numbered("m", 5);
   auto t = std::make_shared<DeliveryTracker>(8);
@@ -402,14 +484,14 @@ TEST(PublisherResults, EnqueueMapsMessagesOntoTrackerIndices) {
 
 TEST(PublisherResults, ThrowingSendBatchFailsTheWholeBatchWithItsError) {
   Rig r;
-  r.sender->throw_on_send(Error(ErrorCode::Unavailable, "broker went away"));
+  r.sender->throw_on_send(Error(ErrorCode::NotFound, "topic went away"));
   auto t = r.pub->publish(outs({"a", "b", "c"}));
   ASSERT_TRUE(t->wait_for(kPatience));
   auto f = t->failures();
   ASSERT_EQ(f.size(), 3u);
   for (const auto& [i, e] : f) {
-    EXPECT_EQ(e.code(), ErrorCode::Unavailable);
-    EXPECT_TRUE(has_substr(e.what(), "broker went away"));
+    EXPECT_EQ(e.code(), ErrorCode::NotFound);
+    EXPECT_TRUE(has_substr(e.what(), "topic went away"));
   }
   // The publisher keeps working after a failed batch.
   r.sender->throw_on_send(std::nullopt);
@@ -540,12 +622,12 @@ TEST(PublisherClose, FailsQueuedMessagesThatNeverReachedTheDriver) {
 
 TEST(PublisherClose, ReturnsMessagesThatFailedDuringItsFlush) {
   Rig r(config(1000, kForever));
-  r.sender->fail_payload("bad", ErrorCode::Unavailable);
+  r.sender->fail_payload("bad", ErrorCode::NotFound);
   auto t = r.pub->publish(outs({"ok", "bad"}));
   auto undelivered = r.pub->close(kPatience);
   ASSERT_EQ(undelivered.size(), 1u);
   EXPECT_EQ(*undelivered[0].message.payload, "bad");
-  EXPECT_EQ(undelivered[0].error.code(), ErrorCode::Unavailable);
+  EXPECT_EQ(undelivered[0].error.code(), ErrorCode::NotFound);
   EXPECT_EQ(failed_indices(*t), (std::vector<std::size_t>{1}));
 }
 

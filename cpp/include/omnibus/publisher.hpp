@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -61,6 +62,10 @@ struct PublisherConfig {
   std::chrono::microseconds linger{100};
   std::size_t max_pending = 100000;  // queued + in flight at the driver
   std::chrono::milliseconds block_timeout{10000};
+  // A message whose send failed with a retryable Unavailable (broker away,
+  // connection lost) is sent again, after a jittered backoff, until this long
+  // after it was published; then it fails. The same rule for every driver.
+  std::chrono::milliseconds delivery_timeout{30000};
 };
 
 struct PublisherStats {
@@ -68,6 +73,7 @@ struct PublisherStats {
   std::uint64_t messages_sent = 0;       // handed to the driver
   std::uint64_t messages_delivered = 0;  // confirmed by the driver
   std::uint64_t messages_failed = 0;
+  std::uint64_t messages_resent = 0;     // sends repeated after a retryable failure
   std::size_t pending = 0;
   std::size_t largest_batch = 0;
 };
@@ -150,11 +156,17 @@ class Publisher {
     std::shared_ptr<DeliveryTracker> tracker;
     std::size_t index;
     std::size_t bytes;  // msg.size_bytes(), computed once
+    Clock::time_point queued_at;  // publish time: the delivery timeout counts from it
+    std::uint32_t attempts = 0;   // sends that failed and were repeated
+    Clock::time_point not_before{};  // a resend waits its backoff
+    std::optional<Error> last_error;  // why the last send failed (resends)
   };
   struct InFlight;
   void run();
   bool batch_ready_locked() const;
   void on_result(InFlight& batch, std::size_t i, const Error* error);
+  void record_failure(InFlight& batch, std::size_t i, const Error& error);
+  void finish_in_flight(InFlight& batch);  // one result of `batch` is settled
 
   std::shared_ptr<Sender> sender_;
   PublisherConfig config_;
@@ -164,6 +176,9 @@ class Publisher {
   std::condition_variable work_cv_;   // sender thread: work arrived / flush / stop
   std::condition_variable space_cv_;  // producers and flushers: pending went down
   std::deque<Pending> queue_;
+  std::deque<Pending> resend_;  // failed retryably, sent again before queue_ (order kept)
+  std::atomic<unsigned> resend_attempt_{0};  // backoff step; a success resets it
+  std::minstd_rand rng_{std::random_device{}()};  // backoff jitter, under mu_
   std::size_t queued_bytes_ = 0;
   std::size_t pending_ = 0;  // queued + in flight
   std::size_t flushers_ = 0;

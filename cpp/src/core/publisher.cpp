@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/backoff.hpp"
 #include "core/open.hpp"
 
 namespace omnibus {
@@ -64,10 +65,19 @@ void DeliveryTracker::fail_rest(std::size_t from, const Error& error) {
 struct Publisher::InFlight {
   std::vector<OutMessage> msgs;
   std::vector<std::pair<std::shared_ptr<DeliveryTracker>, std::size_t>> targets;
+  std::vector<Clock::time_point> queued_at;  // per message: its publish time
+  std::vector<std::uint32_t> attempts;       // per message: failed sends before this one
   std::unique_ptr<std::atomic<bool>[]> reported;
   std::atomic<std::size_t> remaining{0};
   std::atomic<std::size_t> failed{0};
+  std::atomic<std::size_t> resent{0};  // reported as failed retryably and queued again
 };
+
+namespace {
+// The backoff between resends of messages that failed retryably.
+constexpr std::chrono::milliseconds kResendMin{100};
+constexpr std::chrono::milliseconds kResendMax{5000};
+}  // namespace
 
 std::vector<OptionSpec> Publisher::portable_options() {
   return {
@@ -76,6 +86,7 @@ std::vector<OptionSpec> Publisher::portable_options() {
       {"batch_linger_ms", OptionType::Float, "0.1", "how long a batch may wait to fill up (a full batch goes at once); 0 sends as soon as the driver is free, at the cost of many tiny batches under load", {}, 0, 60000},
       {"max_pending", OptionType::Int, "100000", "bound on messages queued or in flight; publish blocks when it is reached (keep it >= batch_messages: a full queue still waits out batch_linger_ms)", {}, 1},
       {"block_timeout_ms", OptionType::Int, "10000", "how long publish blocks on a full queue before raising ResourceExhausted", {}, 0},
+      {"delivery_timeout_ms", OptionType::Int, "30000", "a message whose send fails because the broker is away (Unavailable) is sent again, with backoff, until this long after publish; then it fails (kafka://: also librdkafka's message.timeout.ms)", {}, 1},
   };
 }
 
@@ -89,6 +100,7 @@ std::shared_ptr<Publisher> Publisher::open(const std::string& url_text,
   config.linger = std::chrono::microseconds(static_cast<std::int64_t>(options.get_float("batch_linger_ms") * 1000));
   config.max_pending = static_cast<std::size_t>(options.get_int("max_pending"));
   config.block_timeout = std::chrono::milliseconds(options.get_int("block_timeout_ms"));
+  config.delivery_timeout = std::chrono::milliseconds(options.get_int("delivery_timeout_ms"));
   auto sender = driver->open_sender(url, options);
   return std::make_shared<Publisher>(std::move(sender), config, url.text);
 }
@@ -122,7 +134,8 @@ PublisherStats Publisher::stats() const {
 std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
                                const std::shared_ptr<DeliveryTracker>& tracker,
                                std::size_t tracker_offset, Clock::duration wait) {
-  const auto deadline = Clock::now() + wait;
+  const auto now = Clock::now();
+  const auto deadline = now + wait;
   const auto stamp = now_ms();
   std::unique_lock lock(mu_);
   std::size_t done = 0;
@@ -146,7 +159,7 @@ std::size_t Publisher::enqueue(std::vector<OutMessage>& msgs, std::size_t start,
       if (m.timestamp_ms == 0) m.timestamp_ms = stamp;
       const auto bytes = m.size_bytes();
       queued_bytes_ += bytes;
-      queue_.push_back(Pending{std::move(m), tracker, at - start + tracker_offset, bytes});
+      queue_.push_back(Pending{std::move(m), tracker, at - start + tracker_offset, bytes, now});
     }
     pending_ += take;
     done += take;
@@ -235,30 +248,44 @@ void Publisher::run() {
     // this reset the flag would stay set while the thread sleeps here, and no
     // later enqueue would wake it (messages queued, nothing sent, no error).
     wake_pending_ = false;
-    work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    // Resends go first, once their backoff is over, and hold new messages
+    // back meanwhile, so that a broker outage does not reorder the stream.
+    for (;;) {
+      if (stopping_) break;
+      if (resend_.empty() ? !queue_.empty() : resend_.front().not_before <= Clock::now()) break;
+      if (resend_.empty()) work_cv_.wait(lock);
+      else work_cv_.wait_until(lock, resend_.front().not_before);
+    }
     sender_idle_ = false;
     wake_pending_ = false;
-    if (queue_.empty()) break;  // stopping with nothing left
-    if (!batch_ready_locked()) {
+    if (queue_.empty() && resend_.empty()) break;  // stopping with nothing left
+    const bool resending = !resend_.empty();
+    if (!resending && !batch_ready_locked()) {
       lingering_ = true;  // enqueue wakes us when the batch fills up meanwhile
       work_cv_.wait_until(lock, first_queued_at_ + config_.linger, [&] { return batch_ready_locked(); });
       lingering_ = false;
     }
     auto batch = std::make_shared<InFlight>();
-    const auto most = std::min(queue_.size(), config_.batch_messages);
+    std::deque<Pending>& from = resending ? resend_ : queue_;
+    const auto most = std::min(from.size(), config_.batch_messages);
     batch->msgs.reserve(most);
     batch->targets.reserve(most);
+    batch->queued_at.reserve(most);
+    batch->attempts.reserve(most);
     std::size_t bytes = 0;
-    while (!queue_.empty() && batch->msgs.size() < config_.batch_messages) {
-      auto size = queue_.front().bytes;
+    while (!from.empty() && batch->msgs.size() < config_.batch_messages) {
+      auto size = from.front().bytes;
       if (!batch->msgs.empty() && bytes + size > config_.batch_bytes) break;
       bytes += size;
-      auto& p = queue_.front();
+      auto& p = from.front();
       batch->msgs.push_back(std::move(p.msg));
       batch->targets.emplace_back(std::move(p.tracker), p.index);
-      queue_.pop_front();
+      batch->queued_at.push_back(p.queued_at);
+      batch->attempts.push_back(p.attempts);
+      from.pop_front();
     }
-    queued_bytes_ -= bytes;
+    if (resending) stats_.messages_resent += batch->msgs.size();
+    else queued_bytes_ -= bytes;
     if (!queue_.empty()) first_queued_at_ = Clock::now();
     const auto n = batch->msgs.size();
     batch->remaining.store(n);
@@ -286,17 +313,59 @@ void Publisher::run() {
 void Publisher::on_result(InFlight& batch, std::size_t i, const Error* error) {
   if (i >= batch.msgs.size() || batch.reported[i].exchange(true)) return;  // a driver bug must not double count
   auto& [tracker, index] = batch.targets[i];
-  tracker->complete(index, error);
-  if (error) {
-    batch.failed.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard lock(mu_);
-    stats_.messages_failed++;
-    if (closed_) close_failures_.push_back(Undelivered{batch.msgs[i], *error});
+  if (!error) {
+    if (resend_attempt_.load(std::memory_order_relaxed) != 0) resend_attempt_.store(0, std::memory_order_relaxed);
+  } else if (error->code() == ErrorCode::Unavailable && error->retryable()) {
+    const auto now = Clock::now();
+    std::unique_lock lock(mu_);
+    if (!stopping_ && now < batch.queued_at[i] + config_.delivery_timeout) {
+      // Sent again later (the driver must not hold on to the batch after its
+      // last result, so the message is copied; its payload is shared).
+      const auto wait = detail::backoff_delay(kResendMin, kResendMax, resend_attempt_.fetch_add(1), rng_);
+      resend_.push_back(Pending{batch.msgs[i], tracker, index, batch.msgs[i].size_bytes(), batch.queued_at[i],
+                                batch.attempts[i] + 1, now + wait, *error});
+      batch.resent.fetch_add(1, std::memory_order_relaxed);
+      work_cv_.notify_one();
+      lock.unlock();
+      finish_in_flight(batch);
+      return;
+    }
+    lock.unlock();
+    if (batch.attempts[i] > 0) {
+      // Out of time: say how long and how often it was tried.
+      Error late(ErrorCode::Unavailable,
+                 std::string(error->what()) + " (sent " + std::to_string(batch.attempts[i] + 1) +
+                     " times; not delivered within delivery_timeout_ms=" +
+                     std::to_string(config_.delivery_timeout.count()) + " of " + url_ + ")",
+                 error->native_code(), true);
+      record_failure(batch, i, late);
+      finish_in_flight(batch);
+      return;
+    }
   }
+  if (error) {
+    record_failure(batch, i, *error);
+  } else {
+    tracker->complete(index, nullptr);
+  }
+  finish_in_flight(batch);
+}
+
+void Publisher::record_failure(InFlight& batch, std::size_t i, const Error& error) {
+  auto& [tracker, index] = batch.targets[i];
+  tracker->complete(index, &error);
+  batch.failed.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(mu_);
+  stats_.messages_failed++;
+  if (closed_) close_failures_.push_back(Undelivered{batch.msgs[i], error});
+}
+
+void Publisher::finish_in_flight(InFlight& batch) {
   if (batch.remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   std::lock_guard lock(mu_);
-  stats_.messages_delivered += batch.msgs.size() - batch.failed.load(std::memory_order_relaxed);
-  pending_ -= batch.msgs.size();
+  const auto resent = batch.resent.load(std::memory_order_relaxed);
+  stats_.messages_delivered += batch.msgs.size() - batch.failed.load(std::memory_order_relaxed) - resent;
+  pending_ -= batch.msgs.size() - resent;  // resent messages stay pending
   auto it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const auto& p) { return p.get() == &batch; });
   if (it != in_flight_.end()) in_flight_.erase(it);  // may destroy `batch`: touch nothing after
   space_cv_.notify_all();
@@ -321,9 +390,11 @@ std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
     space_cv_.notify_all();  // blocked publishers get Closed
     bool drained = space_cv_.wait_for(lock, timeout, [&] { return pending_ == 0; });
     if (!drained) {
-      pending_ -= queue_.size();
-      dropped.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+      pending_ -= queue_.size() + resend_.size();
+      dropped.assign(std::make_move_iterator(resend_.begin()), std::make_move_iterator(resend_.end()));
+      dropped.insert(dropped.end(), std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
       queue_.clear();
+      resend_.clear();
       queued_bytes_ = 0;
     }
     stopping_ = true;
@@ -342,6 +413,16 @@ std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
   std::vector<Undelivered> out;
   Error err(ErrorCode::Closed, "publisher for " + url_ + " was closed before this message was sent");
   for (auto& p : dropped) {
+    if (p.last_error) {
+      // It waited to be sent again: the broker was away, not the publisher slow.
+      Error away(ErrorCode::Unavailable,
+                 "publisher for " + url_ + " was closed while this message waited to be sent again after: " +
+                     p.last_error->what(),
+                 p.last_error->native_code(), true);
+      p.tracker->complete(p.index, &away);
+      out.push_back(Undelivered{std::move(p.msg), away});
+      continue;
+    }
     p.tracker->complete(p.index, &err);  // outside the lock: callbacks may call back in
     out.push_back(Undelivered{std::move(p.msg), err});
   }

@@ -332,6 +332,7 @@ class KafkaSender : public Sender {
     conf_set(conf.get(), "batch.size", std::to_string(o.get_int("batch_size")), "batch_size");
     conf_set(conf.get(), "compression.codec", o.get_string("compression"), "compression");
     conf_set(conf.get(), "enable.idempotence", o.get_bool("idempotence") ? "true" : "false", "idempotence");
+    // The portable delivery_timeout_ms (Publisher) is librdkafka's own bound too.
     conf_set(conf.get(), "message.timeout.ms", std::to_string(o.get_int("delivery_timeout_ms")), "delivery_timeout_ms");
     // rdkafka.* may override any of these: apply the family again last.
     for (const auto& [name, value] : o.family("rdkafka.")) conf_set(conf.get(), name, value, "rdkafka." + name);
@@ -817,7 +818,6 @@ class KafkaDriver : public Driver {
         {"compression", OptionType::Choice, "none", "compression.codec", {"none", "gzip", "snappy", "lz4", "zstd"}},
         {"idempotence", OptionType::Bool, "false", "enable.idempotence: no duplicates from librdkafka's retries, per-partition order kept"},
         {"partition", OptionType::Int, "-1", "send every message to this partition; -1: by key hash (keyless: spread)", {}, -1},
-        {"delivery_timeout_ms", OptionType::Int, "30000", "message.timeout.ms: a message not confirmed by then fails with Timeout", {}, 1},
     };
     specs.insert(specs.end(), own.begin(), own.end());
     return specs;
