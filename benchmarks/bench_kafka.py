@@ -7,7 +7,9 @@ Consume: a backlog of --messages 100-byte messages in a 1-partition topic,
 read from the start by a consumer group: omnibus receive_batch(1000) with
 auto_ack on (acked at hand-over) and off (each batch acked by the loop) beside
 confluent-kafka consume(num_messages=1000) with its default auto commit; the
-clock runs from the subscriber's open to the last message.
+clock runs from the subscriber's open to the last message. Live: the same three
+reading what another process publishes while they read (so the figure is
+bounded by that producer); the clock runs from the first message to the last.
 On a Kafka broker that omnibus starts on loopback (or OMNIBUS_KAFKA_URL). Each
 figure is the median of --rounds; the ratio is what to read, the machine is
 shared.
@@ -21,6 +23,8 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -134,6 +138,112 @@ def confluent_consume(base: str, topic: str, n: int) -> float | None:
     return got / elapsed
 
 
+def produce_in_child(base: str, topic: str, n: int, size: int) -> subprocess.Popen[bytes]:
+    """Publishes n messages from another process (its own GIL and core), as a live stream."""
+    code = (
+        "import sys, omnibus\n"
+        "url, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+        "with omnibus.publisher(url + '?acks=1&linger_ms=5&max_pending=' + str(n)) as pub:\n"
+        "    ds = [pub.publish_many([b'x' * size] * 1000) for _ in range(n // 1000)]\n"
+        "    pub.flush()\n"
+        "sys.exit(1 if sum(len(d.failures()) for d in ds) else 0)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, f"{base}/{topic}", str(n), str(size)])
+
+
+def live_topic(base: str) -> str:
+    topic = f"bench-live-{uuid.uuid4().hex[:8]}"
+    with omnibus.publisher(f"{base}/{topic}") as pub:  # created (1 partition) before anyone subscribes
+        pub.publish(b"warm-up").result(timeout=30)
+    return topic
+
+
+def omnibus_live(base: str, n: int, size: int, auto_ack: bool) -> float:
+    """A live stream: subscribed first, then n messages are published by another process;
+    the clock runs from the first message to the last."""
+    topic = live_topic(base)
+    url = f"{base}/{topic}?group=g-{uuid.uuid4().hex[:8]}&offset_reset=latest"
+    got = 0
+    with omnibus.subscriber(url, auto_ack=auto_ack, prefetch=10000) as sub:
+        child = produce_in_child(base, topic, n, size)
+        try:
+            t0 = None
+            while got < n:
+                batch = sub.receive_batch(1000, timeout=30)
+                if not batch:
+                    raise omnibus.Timeout(f"omnibus read {got} of {n} live messages")
+                if t0 is None:
+                    t0 = time.perf_counter()
+                if not auto_ack:
+                    sub.ack(batch)
+                got += len(batch)
+            elapsed = time.perf_counter() - t0
+        finally:
+            if child.wait(timeout=60):
+                raise omnibus.InternalError("the live producer failed")
+    return got / elapsed
+
+
+def confluent_live(base: str, n: int, size: int) -> float | None:
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        return None
+    topic = live_topic(base)
+    bootstrap = base.split("://", 1)[1]
+    assigned = []
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "latest"})
+    try:
+        c.subscribe([topic], on_assign=lambda _c, parts: assigned.extend(parts))
+        deadline = time.monotonic() + 30
+        while not assigned and time.monotonic() < deadline:  # as omnibus's open() does
+            c.consume(num_messages=1, timeout=0.1)
+        child = produce_in_child(base, topic, n, size)
+        got = 0
+        t0 = None
+        try:
+            while got < n:
+                msgs = c.consume(num_messages=1000, timeout=30)
+                if not msgs:
+                    raise TimeoutError(f"confluent-kafka read {got} of {n} live messages")
+                if t0 is None:
+                    t0 = time.perf_counter()
+                got += sum(1 for m in msgs if m.error() is None)
+            elapsed = time.perf_counter() - t0
+        finally:
+            if child.wait(timeout=60):
+                raise RuntimeError("the live producer failed")
+    finally:
+        c.close()
+    return got / elapsed
+
+
+def print_rows(title: str, rows: dict[str, list[float]]) -> None:
+    print(title)
+    peer_med = statistics.median(rows["confluent-kafka"]) if rows["confluent-kafka"] else None
+    for name, figures in rows.items():
+        if not figures:
+            print(f"  {name:<30}  not installed (pip install confluent-kafka): no peer figure")
+            continue
+        med = statistics.median(figures)
+        ratio = f"  {med / peer_med:.2f}x confluent-kafka" if peer_med and name != "confluent-kafka" else ""
+        print(f"  {name:<30}{med:>12,.0f} msg/s{ratio}")
+
+
+def live_section(base: str, args: argparse.Namespace) -> None:
+    n = args.messages
+    rows: dict[str, list[float]] = {"omnibus auto_ack": [], "omnibus ack per batch": [], "confluent-kafka": []}
+    for _ in range(args.rounds):
+        rows["omnibus auto_ack"].append(omnibus_live(base, n, args.size, True))
+        rows["omnibus ack per batch"].append(omnibus_live(base, n, args.size, False))
+        peer = confluent_live(base, n, args.size)
+        if peer is not None:
+            rows["confluent-kafka"].append(peer)
+    print_rows(f"kafka:// consume a live stream of {n:,} x {args.size} B published by another process, "
+               f"1 partition, group, batches of 1000, median of {args.rounds} (bounded by the producer)", rows)
+
+
 def consume_section(base: str, args: argparse.Namespace) -> None:
     n = args.messages
     topic = backlog(base, n, args.size)
@@ -144,16 +254,8 @@ def consume_section(base: str, args: argparse.Namespace) -> None:
         peer = confluent_consume(base, topic, n)
         if peer is not None:
             rows["confluent-kafka"].append(peer)
-    print(f"kafka:// consume a backlog of {n:,} x {args.size} B, 1 partition, group from earliest, "
-          f"batches of 1000, median of {args.rounds}")
-    peer_med = statistics.median(rows["confluent-kafka"]) if rows["confluent-kafka"] else None
-    for name, figures in rows.items():
-        if not figures:
-            print(f"  {name:<30}  not installed (pip install confluent-kafka): no peer figure")
-            continue
-        med = statistics.median(figures)
-        ratio = f"  {med / peer_med:.2f}x confluent-kafka" if peer_med and name != "confluent-kafka" else ""
-        print(f"  {name:<30}{med:>12,.0f} msg/s{ratio}")
+    print_rows(f"kafka:// consume a backlog of {n:,} x {args.size} B, 1 partition, group from earliest, "
+               f"batches of 1000, median of {args.rounds}", rows)
 
 
 def main() -> None:
@@ -166,6 +268,7 @@ def main() -> None:
     with kafka_url() as base:
         if args.only != "publish":
             consume_section(base, args)
+            live_section(base, args)
         if args.only == "consume":
             return
         ours = [omnibus_publish_many(base, args.messages, args.size) for _ in range(args.rounds)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -186,3 +187,41 @@ def test_three_node_cluster_spreads_a_group_and_keeps_partition_order(kafka_clus
         for key in {m.key for m in msgs}:
             seq = [int(bytes(m.payload)) for m in msgs if m.key == key]
             assert seq == sorted(seq)
+
+
+def test_close_wakes_receivers_on_other_threads_and_buffered_counts_the_queue(kafka_url: str) -> None:
+    """receive_batch runs on the caller's thread (librdkafka's queue is the buffer): several threads
+    take turns at it, close() from yet another thread ends their waits with Closed, and messages
+    published while nobody receives are counted by `buffered` and handed out in order."""
+    url = topic_url(kafka_url, group="turns")
+    loops = int(os.environ.get("OMNIBUS_FAULT_LOOPS", "3"))
+    for _ in range(loops):
+        with omnibus.publisher(url) as pub:
+            sub = omnibus.subscriber(url, auto_ack=False)
+            try:
+                pub.publish_many([f"m{i}".encode() for i in range(50)]).result(timeout=30)
+                assert wait_until(lambda: sub.buffered >= 1, timeout=30)
+                got = [m for _ in range(50) for m in [sub.receive(timeout=30)]]
+                sub.ack(got)
+                assert [bytes(m.payload) for m in got] == [f"m{i}".encode() for i in range(50)]
+            except BaseException:
+                sub.close()
+                raise
+            outcomes: list[str] = []
+
+            def wait_for_more() -> None:
+                try:
+                    sub.receive(timeout=None)
+                    outcomes.append("message")
+                except omnibus.Closed:
+                    outcomes.append("closed")
+
+            waiters = [threading.Thread(target=wait_for_more) for _ in range(3)]
+            for t in waiters:
+                t.start()
+            sub.close()
+            for t in waiters:
+                t.join(timeout=60)  # a guard against a hang, not a speed check
+            assert not any(t.is_alive() for t in waiters)
+            assert outcomes == ["closed"] * 3
+            assert sub.buffered == 0

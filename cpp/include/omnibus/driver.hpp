@@ -90,9 +90,21 @@ class Receiver {
  public:
   virtual ~Receiver() = default;
   // Blocks up to `timeout` for at least one message; returns up to `max`.
-  // Called from the Subscriber's fetch thread only. Throws Closed after close().
+  // Called by one thread at a time (the Subscriber's fetch thread, or the
+  // application's thread when fetches_ahead()), never after close() began.
+  // Throws Closed after close().
   virtual std::vector<MessagePtr> receive_batch(std::size_t max,
                                                 std::chrono::milliseconds timeout) = 0;
+  // True when the library behind the receiver already fetches ahead on its
+  // own threads (librdkafka keeps a local queue per partition): the
+  // Subscriber then calls receive_batch on the application's thread instead
+  // of running a fetch thread and a second buffer, which would cost a thread
+  // hop, a lock hand-off and a cross-thread free per message. Such a receiver
+  // documents how much it fetches ahead and reports it in buffered().
+  virtual bool fetches_ahead() const { return false; }
+  // Messages fetched ahead and not yet returned; meaningful when
+  // fetches_ahead(). Thread-safe, non-blocking.
+  virtual std::size_t buffered() const { return 0; }
   // Thread-safe, any thread. Unknown or already-settled ids are ignored.
   virtual void ack(const std::vector<std::uint64_t>& ack_ids) = 0;
   // Redelivers; throws Unsupported when capabilities().nack is false.

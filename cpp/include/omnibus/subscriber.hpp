@@ -1,6 +1,7 @@
 #pragma once
-// The portable subscriber: a prefetch buffer filled by a fetch thread,
-// receive with timeout, batch receive, manual or automatic ack, nack.
+// The portable subscriber: a prefetch buffer filled by a fetch thread (or,
+// for a receiver that fetches ahead itself, receive_batch on the caller's
+// thread), receive with timeout, batch receive, manual or automatic ack, nack.
 
 #include <chrono>
 #include <condition_variable>
@@ -67,6 +68,8 @@ class Subscriber {
 
  private:
   void run();
+  void serve_while_idle();
+  std::vector<MessagePtr> receive_direct(std::size_t max, Clock::duration timeout);
   static void auto_ack(const std::vector<MessagePtr>& msgs);
 
   std::shared_ptr<Receiver> receiver_;
@@ -79,6 +82,12 @@ class Subscriber {
   bool closed_ = false;
   std::exception_ptr fetch_error_;
   std::thread thread_;
+  // receiver_->fetches_ahead(): callers take turns calling the receiver under
+  // direct_mu_ (which close() takes before closing it); thread_ only serves
+  // the receiver while nobody has received for a while (serve_while_idle).
+  bool direct_ = false;
+  std::timed_mutex direct_mu_;
+  Clock::time_point last_receive_{};  // guarded by mu_
 };
 
 }  // namespace omnibus

@@ -30,7 +30,9 @@ std::shared_ptr<Subscriber> Subscriber::open(const std::string& url_text,
 
 Subscriber::Subscriber(std::shared_ptr<Receiver> receiver, SubscriberConfig config, std::string url_text)
     : receiver_(std::move(receiver)), config_(config), url_(std::move(url_text)) {
-  thread_ = std::thread([this] { run(); });
+  direct_ = receiver_->fetches_ahead();
+  last_receive_ = Clock::now();
+  thread_ = std::thread([this] { direct_ ? serve_while_idle() : run(); });
 }
 
 Subscriber::~Subscriber() {
@@ -50,6 +52,7 @@ bool Subscriber::closed() const {
 
 std::size_t Subscriber::buffered() const {
   std::lock_guard lock(mu_);
+  if (direct_) return closed_ ? 0 : buffer_.size() + receiver_->buffered();
   return buffer_.size();
 }
 
@@ -79,8 +82,92 @@ void Subscriber::run() {
   }
 }
 
+// A receiver that fetches ahead must still be served while the application
+// is busy elsewhere: a Kafka group cannot rebalance (another member cannot
+// join) until each member polls. After kIdle without a receive, this thread
+// takes the application's turn and fetches into buffer_ (up to prefetch),
+// which receive_direct() hands out first. While the application keeps
+// receiving, it does nothing.
+namespace {
+constexpr auto kIdle = std::chrono::milliseconds(50);
+}
+
+void Subscriber::serve_while_idle() {
+  for (;;) {
+    std::size_t room;
+    {
+      std::unique_lock lock(mu_);
+      space_cv_.wait_for(lock, kIdle, [&] { return closed_; });
+      if (closed_) return;
+      if (fetch_error_ || buffer_.size() >= config_.prefetch || Clock::now() - last_receive_ < kIdle) continue;
+      room = config_.prefetch - buffer_.size();
+    }
+    std::unique_lock turn(direct_mu_, std::try_to_lock);
+    if (!turn) continue;  // the application is receiving
+    std::vector<MessagePtr> got;
+    try {
+      if (closed()) return;
+      got = receiver_->receive_batch(room, std::chrono::duration_cast<std::chrono::milliseconds>(kIdle));
+    } catch (...) {
+      std::lock_guard lock(mu_);
+      if (!closed_) fetch_error_ = std::current_exception();
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    for (auto& m : got) buffer_.push_back(std::move(m));
+  }
+}
+
+// The receiver is called in slices of at most 100 ms, so that close() (which
+// waits for direct_mu_) is never held up longer than that.
+std::vector<MessagePtr> Subscriber::receive_direct(std::size_t max, Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::unique_lock turn(direct_mu_, std::defer_lock);
+  if (!turn.try_lock_until(deadline)) {
+    if (closed()) throw Error(ErrorCode::Closed, "subscriber for " + url_ + " is closed");
+    return {};
+  }
+  struct Stamp {  // receiving: serve_while_idle() stays out of the way
+    Subscriber& s;
+    Stamp(Subscriber& s) : s(s) { touch(); }
+    ~Stamp() { touch(); }
+    void touch() {
+      std::lock_guard lock(s.mu_);
+      s.last_receive_ = Clock::now();
+    }
+  } stamp{*this};
+  {
+    std::lock_guard lock(mu_);  // what serve_while_idle() fetched comes first
+    if (closed_) throw Error(ErrorCode::Closed, "subscriber for " + url_ + " is closed");
+    if (!buffer_.empty()) {
+      std::vector<MessagePtr> out;
+      const std::size_t n = std::min(max, buffer_.size());
+      out.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        out.push_back(std::move(buffer_.front()));
+        buffer_.pop_front();
+      }
+      return out;
+    }
+    if (fetch_error_) std::rethrow_exception(fetch_error_);
+  }
+  for (;;) {
+    if (closed()) throw Error(ErrorCode::Closed, "subscriber for " + url_ + " is closed");
+    const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
+    const auto slice = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::min<Clock::duration>(left, std::chrono::milliseconds(100)));
+    auto got = receiver_->receive_batch(max, slice);
+    if (!got.empty() || Clock::now() >= deadline) return got;
+  }
+}
+
 std::vector<MessagePtr> Subscriber::receive_batch(std::size_t max, Clock::duration timeout) {
   std::vector<MessagePtr> out;
+  if (direct_) {
+    out = receive_direct(max, timeout);
+    if (config_.auto_ack) auto_ack(out);
+    return out;
+  }
   {
     std::unique_lock lock(mu_);
     data_cv_.wait_for(lock, timeout, [&] { return !buffer_.empty() || closed_ || fetch_error_; });
@@ -166,6 +253,7 @@ void Subscriber::close() {
     space_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
+  std::lock_guard turn(direct_mu_);  // a receive_batch in progress returns within its slice
   receiver_->close();  // unacked and buffered messages go back to the broker
   std::lock_guard lock(mu_);
   buffer_.clear();
