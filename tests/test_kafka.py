@@ -108,6 +108,31 @@ def test_bad_input(kafka_url: str) -> None:
         omnibus.publisher(topic_url(kafka_url) + "?rdkafka.no.such.property=1")
 
 
+def test_sasl_plain_login_round_trip_and_refusals(kafka_broker: Any) -> None:
+    """The harness broker's SASL_PLAINTEXT listener: a PLAIN login from the URL works; a wrong
+    password is Unavailable naming the user, never the password; the option mistakes are named."""
+    base = kafka_broker.sasl_url()
+    password = kafka_broker.sasl_users["omnibus"]
+    topic = f"sasl-{uuid.uuid4().hex[:8]}"
+    with omnibus.subscriber(f"{base}/{topic}?group=g") as sub, omnibus.publisher(f"{base}/{topic}") as pub:
+        assert password not in repr(pub) and password not in repr(sub) and "omnibus:***@" in repr(pub)
+        pub.publish(b"over SASL", key="k").result(timeout=30)
+        got = sub.receive_batch(10, timeout=30)
+        assert [(bytes(m.payload), m.key) for m in got] == [(b"over SASL", b"k")]
+    wrong = base.replace(password, "not-the-password")
+    with pytest.raises(omnibus.Unavailable) as info:
+        omnibus.publisher(f"{wrong}/{topic}?connect_timeout_ms=3000")
+    text = str(info.value)
+    assert "SASL user 'omnibus' (PLAIN)" in text and "check the user, the password" in text
+    assert "not-the-password" not in text and password not in text
+    with pytest.raises(omnibus.InvalidArgument, match="security_protocol=plaintext sends none"):
+        omnibus.publisher(f"{base}/{topic}?security_protocol=plaintext")
+    with pytest.raises(omnibus.InvalidArgument, match="needs a user and password in the URL"):
+        omnibus.publisher(f"kafka://127.0.0.1:{kafka_broker.ports['sasl']}/{topic}?security_protocol=sasl_plaintext")
+    with pytest.raises(omnibus.InvalidArgument, match="tls_ca/tls_cert are given but security_protocol=sasl_plaintext"):
+        omnibus.publisher(f"{base}/{topic}?security_protocol=sasl_plaintext&tls_ca=/nonexistent.pem")
+
+
 def test_unknown_broker_is_unavailable_not_a_hang() -> None:
     # Port 1 on loopback: nothing listens there, and nothing leaves the machine.
     with pytest.raises(omnibus.Unavailable, match="no Kafka broker at 127.0.0.1:1"):

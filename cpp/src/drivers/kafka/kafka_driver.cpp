@@ -161,6 +161,13 @@ std::string topic_of(const Url& url) {
   return t;
 }
 
+// The brokers, and who logs in (never the password), for messages.
+std::string broker_where(const Url& url, const OptionValues& o) {
+  std::string where = bootstrap_servers(url);
+  if (url.has_userinfo) where += " as SASL user '" + url.user + "' (" + o.get_string("sasl_mechanism") + ")";
+  return where;
+}
+
 // `shown` is how the user wrote it (an omnibus option or the URL part).
 void conf_set(rd_kafka_conf_t* conf, const std::string& name, const std::string& value, const std::string& shown) {
   char errstr[512];
@@ -181,11 +188,38 @@ Conf base_conf(const Url& url, const OptionValues& options) {
   // Topics are created by ensure_topic with the partitions asked for; a
   // metadata request must not auto-create them first with the broker default.
   conf_set(conf.get(), "allow.auto.create.topics", "false", "allow.auto.create.topics");
-  if (url.has_userinfo) {
-    conf_set(conf.get(), "security.protocol", "SASL_PLAINTEXT", "credentials");
-    conf_set(conf.get(), "sasl.mechanisms", "PLAIN", "credentials");
-    conf_set(conf.get(), "sasl.username", url.user, "credentials");
-    conf_set(conf.get(), "sasl.password", url.password, "credentials");
+  // Security: credentials in the URL mean SASL; TLS files mean SSL. The
+  // password goes to librdkafka only, never into a message of ours.
+  std::string protocol = options.get_string("security_protocol");
+  const bool tls_given = !options.get_string("tls_ca").empty() || !options.get_string("tls_cert").empty();
+  if (protocol.empty()) protocol = url.has_userinfo ? (tls_given ? "sasl_ssl" : "sasl_plaintext") : (tls_given ? "ssl" : "plaintext");
+  const bool sasl = protocol.rfind("sasl_", 0) == 0, ssl = protocol == "ssl" || protocol == "sasl_ssl";
+  if (url.has_userinfo && !sasl)
+    throw Error(ErrorCode::InvalidArgument,
+                "kafka:// URL has credentials (USER:PASSWORD@) but security_protocol=" + protocol +
+                    " sends none: use sasl_plaintext or sasl_ssl, or drop the credentials");
+  if (sasl && (!url.has_userinfo || url.user.empty()))
+    throw Error(ErrorCode::InvalidArgument, "security_protocol=" + protocol +
+                                                " needs a user and password in the URL: kafka://USER:PASSWORD@host:port/topic");
+  if (!ssl && tls_given)
+    throw Error(ErrorCode::InvalidArgument, "tls_ca/tls_cert are given but security_protocol=" + protocol +
+                                                " does not use TLS: use ssl or sasl_ssl");
+  std::string upper = protocol;
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  conf_set(conf.get(), "security.protocol", upper, "security_protocol");
+  if (sasl) {
+    conf_set(conf.get(), "sasl.mechanisms", options.get_string("sasl_mechanism"), "sasl_mechanism");
+    conf_set(conf.get(), "sasl.username", url.user, "the URL's user");
+    if (rd_kafka_conf_set(conf.get(), "sasl.password", url.password.c_str(), nullptr, 0) != RD_KAFKA_CONF_OK)
+      throw Error(ErrorCode::InvalidArgument, "librdkafka refused the URL's password (sasl.password)");
+  }
+  if (ssl) {
+    if (!options.get_string("tls_ca").empty()) conf_set(conf.get(), "ssl.ca.location", options.get_string("tls_ca"), "tls_ca");
+    if (!options.get_string("tls_cert").empty())
+      conf_set(conf.get(), "ssl.certificate.location", options.get_string("tls_cert"), "tls_cert");
+    if (!options.get_string("tls_key").empty()) conf_set(conf.get(), "ssl.key.location", options.get_string("tls_key"), "tls_key");
+    conf_set(conf.get(), "ssl.endpoint.identification.algorithm", options.get_bool("tls_verify_hostname") ? "https" : "none",
+             "tls_verify_hostname");
   }
   for (const auto& [name, value] : options.family("rdkafka.")) conf_set(conf.get(), name, value, "rdkafka." + name);
   return conf;
@@ -316,9 +350,13 @@ int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int r
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  std::string hint;
+  if (where.find(" as SASL user ") != std::string::npos && last == RD_KAFKA_RESP_ERR__TRANSPORT)
+    hint = "; a refused SASL login looks like this (the broker closes the connection): check the user, the "
+           "password and sasl_mechanism";
   throw Error(ErrorCode::Unavailable,
               "no Kafka broker at " + where + " answered with topic '" + topic + "' within " +
-                  std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) + ")",
+                  std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) + ")" + hint,
               static_cast<int>(last));
 }
 
@@ -345,7 +383,7 @@ class KafkaSender : public Sender {
     rk_ = make_handle(RD_KAFKA_PRODUCER, std::move(conf));
     ensure_topic(rk_.get(), topic_, static_cast<int>(o.get_int("partitions")),
                  static_cast<int>(o.get_int("replication_factor")), max_bytes_,
-                 std::chrono::milliseconds(o.get_int("connect_timeout_ms")), bootstrap_servers(url));
+                 std::chrono::milliseconds(o.get_int("connect_timeout_ms")), broker_where(url, o));
     rkt_.reset(rd_kafka_topic_new(rk_.get(), topic_.c_str(), nullptr));
     poller_ = std::thread([this] {
       while (!stop_.load(std::memory_order_acquire)) rd_kafka_poll(rk_.get(), 100);
@@ -521,7 +559,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
     rd_kafka_poll_set_consumer(rk_.get());
     queue_.reset(rd_kafka_queue_get_consumer(rk_.get()));
     const auto timeout = std::chrono::milliseconds(o.get_int("connect_timeout_ms"));
-    const std::string where = bootstrap_servers(url);
+    const std::string where = broker_where(url, o);
     int partitions = ensure_topic(rk_.get(), topic_, static_cast<int>(o.get_int("partitions")),
                                   static_cast<int>(o.get_int("replication_factor")), max_bytes_, timeout, where);
     if (group_.empty()) {
@@ -849,6 +887,15 @@ std::vector<OptionSpec> common_options() {
       {"partitions", OptionType::Int, "1", "partitions of the topic when omnibus creates it (it does when the topic is missing)", {}, 1, 100000},
       {"replication_factor", OptionType::Int, "-1", "replication of a topic omnibus creates; -1: the broker's default", {}, -1, 1000},
       {"connect_timeout_ms", OptionType::Int, "10000", "how long open() waits for a broker (and a group assignment) before Unavailable", {}, 1},
+      {"security_protocol", OptionType::Choice, "",
+       "plaintext, ssl, sasl_plaintext or sasl_ssl; default: sasl_* when the URL has USER:PASSWORD@, ssl/sasl_ssl when "
+       "tls_ca or tls_cert is given", {"", "plaintext", "ssl", "sasl_plaintext", "sasl_ssl"}},
+      {"sasl_mechanism", OptionType::Choice, "PLAIN", "SASL mechanism of the URL's user and password",
+       {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}},
+      {"tls_ca", OptionType::String, "", "CA certificate file (PEM) the brokers' certificates are checked against"},
+      {"tls_cert", OptionType::String, "", "client certificate file (PEM), for brokers that ask for one"},
+      {"tls_key", OptionType::String, "", "the client certificate's private key file (PEM)"},
+      {"tls_verify_hostname", OptionType::Bool, "true", "check that a broker's certificate names the host connected to"},
       {"rdkafka.", OptionType::String, "", "any librdkafka property, e.g. rdkafka.socket.keepalive.enable=true (validated by librdkafka)"},
   };
 }

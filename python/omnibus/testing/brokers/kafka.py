@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import struct
@@ -252,7 +253,8 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 
 
 class Kafka(Broker):
-    """One Kafka node, broker and controller in one JVM, PLAINTEXT on loopback.
+    """One Kafka node, broker and controller in one JVM, PLAINTEXT on loopback (and
+    SASL_PLAINTEXT on a second port, see ``sasl_users``).
 
     Alone it is its own one-voter quorum; KafkaCluster sets ``voters`` to make
     several nodes one cluster.
@@ -271,6 +273,7 @@ class Kafka(Broker):
         replication: int = 1,
         heap: str = "384m",
         log_level: str = "WARN",
+        sasl_users: dict[str, str] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -280,6 +283,11 @@ class Kafka(Broker):
         self.heap = heap
         self.log_level = log_level
         self.voters: dict[int, int] = {}  # node id -> controller port of every voter; empty: just this node
+        # user -> password: a second listener (port "sasl") takes SASL_PLAINTEXT
+        # logins with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for these users.
+        # By default one user "omnibus" with a random password (sasl_url()), so
+        # that every test broker can show authentication; {}: no SASL listener.
+        self.sasl_users = {"omnibus": secrets.token_hex(12)} if sasl_users is None else dict(sasl_users)
 
     @classmethod
     def missing(cls) -> str | None:
@@ -294,7 +302,16 @@ class Kafka(Broker):
         return None  # the first start fetches them
 
     def _ports(self) -> Sequence[str]:
-        return ("port", "controller")
+        return ("port", "controller", "sasl") if self.sasl_users else ("port", "controller")
+
+    def sasl_url(self, user: str = "omnibus") -> str:
+        """kafka://USER:PASSWORD@host:port of the SASL listener (the password percent-encoded);
+        add the topic and ``?sasl_mechanism=`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."""
+        from urllib.parse import quote
+
+        if user not in self.sasl_users:
+            raise ValueError(f"no SASL user {user!r} on {self.name}; give it in sasl_users=")
+        return f"kafka://{quote(user, safe='')}:{quote(self.sasl_users[user], safe='')}@{LOOPBACK}:{self.ports['sasl']}"
 
     @property
     def data_dir(self) -> Path:
@@ -325,15 +342,31 @@ class Kafka(Broker):
         port, controller = self.ports["port"], self.ports["controller"]
         rf = self.replication
         nodes = len(self._quorum())
+        listeners = [f"PLAINTEXT://{LOOPBACK}:{port}", f"CONTROLLER://{LOOPBACK}:{controller}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        sasl: dict[str, object] = {}
+        if self.sasl_users:
+            listeners.append(f"SASL_PLAINTEXT://{LOOPBACK}:{self.ports['sasl']}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
+            prefix = "listener.name.sasl_plaintext"
+            sasl = {
+                "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",  # SCRAM: see _format
+                f"{prefix}.plain.sasl.jaas.config":
+                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+                # SCRAM credentials live in the cluster metadata, added at format time.
+                f"{prefix}.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"{prefix}.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            }
         props = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             # A static quorum: every voter named up front, so no node waits to be
             # added to a dynamic one (and the format below needs no --standalone).
             "controller.quorum.voters": ",".join(f"{i}@{LOOPBACK}:{p}" for i, p in sorted(self._quorum().items())),
-            "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller}",
-            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(x for x in listeners if not x.startswith("CONTROLLER")),
+            "listener.security.protocol.map": ",".join(protocols),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": self.data_dir,
@@ -362,12 +395,19 @@ class Kafka(Broker):
             # Fewer threads than the defaults (3 and 8): several JVMs share 2 cores.
             "num.network.threads": 2,
             "num.io.threads": 4,
+            **sasl,
         }
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return libs
 
     def _format(self, libs: Path) -> None:
         cmd = self._java(libs, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(self.config_path))
+        # The SCRAM credentials are in the metadata after this (the bootstrap
+        # records list them), yet librdkafka 2.0.2's SCRAM logins are refused
+        # as invalid credentials; PLAIN is what the tests show.
+        for user, password in self.sasl_users.items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f'{mechanism}=[name="{user}",password="{password}"]']
         with open(self.log_path, "ab") as log:
             try:
                 r = subprocess.run(
@@ -426,7 +466,8 @@ class KafkaCluster(Cluster):
         cluster_id = new_cluster_id()
         rf = min(size, 3) if replication is None else replication
         self.nodes: list[Kafka] = [
-            Kafka(name=f"{name}-{i}", node_id=i + 1, cluster_id=cluster_id, replication=rf) for i in range(size)
+            Kafka(name=f"{name}-{i}", node_id=i + 1, cluster_id=cluster_id, replication=rf, sasl_users={})
+            for i in range(size)
         ]
 
     @property
