@@ -91,6 +91,8 @@ class Broker {
     for (int i = 0; i < 200 && !accepts(port_); ++i) std::this_thread::sleep_for(50ms);
     ASSERT_TRUE(accepts(port_)) << "mosquitto did not start";
   }
+  // SIGSTOP/SIGCONT: a broker that stops answering without closing anything.
+  void signal(int sig) { ::kill(pid_, sig); }
   void stop(int sig) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);
@@ -368,6 +370,65 @@ TEST_F(MqttSessionV5, ReceiveMaximumHoldsTheBrokerBackUntilAcks) {
   EXPECT_TRUE(sub.connected());
   pub.close(2s);
   sub.close(2s);
+}
+
+// A broker that stops answering (SIGSTOP) is found dead by the keepalive;
+// both sessions connect again to the same broker, which kept their sessions
+// in memory, and resend there: QoS 2 PUBLISH with DUP and PUBREL. Every
+// message then arrives exactly once.
+TEST_P(MqttSession, KeepaliveFindsAStuckBrokerAndQos2StaysExactlyOnce) {
+  const Version v = GetParam();
+  const std::string suffix = v == Version::V5 ? "5" : "3";
+  auto so = options(broker_, v, "stuck-sub-" + suffix);
+  so.keep_alive_s = 1;
+  so.clean_start = v == Version::V5;
+  so.session_expiry_s = 3600;
+  Inbox inbox;
+  Session sub(so, [&](Inbound&& m) { inbox.add(std::move(m)); });
+  sub.wait_connected(10s);
+  subscribe(sub, "stuck", 2);
+  auto po = options(broker_, v, "stuck-pub-" + suffix);
+  po.keep_alive_s = 1;
+  po.clean_start = v == Version::V5;
+  po.session_expiry_s = 3600;
+  std::mutex mu;
+  std::condition_variable cv;
+  int drops = 0, resumed = 0;
+  Session pub(po, [](Inbound&&) {}, [&](bool up, const std::string& why) {
+    std::lock_guard lock(mu);
+    drops += up ? 0 : 1;
+    resumed += up && why == "session resumed";
+    cv.notify_all();
+  });
+  pub.wait_connected(10s);
+  constexpr int kTotal = 3000;
+  Completions done;
+  for (int i = 0; i < kTotal / 2; ++i) pub.publish("stuck", std::to_string(i), 2, false, {}, done.callback());
+  broker_.signal(SIGSTOP);
+  for (int i = kTotal / 2; i < kTotal; ++i) pub.publish("stuck", std::to_string(i), 2, false, {}, done.callback());
+  {
+    std::unique_lock lock(mu);
+    const bool dropped = cv.wait_for(lock, 20s, [&] { return drops >= 1; });
+    broker_.signal(SIGCONT);
+    ASSERT_TRUE(dropped) << "the keepalive did not notice the stopped broker";
+  }
+  ASSERT_TRUE(done.wait_for(kTotal, 60s));
+  EXPECT_EQ(done.failed, 0u);
+  {
+    std::lock_guard lock(mu);
+    EXPECT_GE(resumed, 1) << "the publisher did not come back on its session";
+  }
+  ASSERT_TRUE(inbox.wait_for(kTotal, 30s)) << inbox.size();
+  std::this_thread::sleep_for(500ms);  // a duplicate would come now
+  std::map<std::string, int> seen;
+  {
+    std::lock_guard lock(inbox.mu);
+    for (const auto& m : inbox.got) seen[m.publish.payload]++;
+  }
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kTotal));
+  for (const auto& [payload, n] : seen) EXPECT_EQ(n, 1) << payload;
+  pub.close(5s);
+  sub.close(5s);
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, MqttSession, ::testing::Values(Version::V311, Version::V5),
