@@ -447,6 +447,17 @@ TEST(MqttSessionAlone, RefusedAndUnreachableSayWhy) {
     EXPECT_NE(std::string(e.what()).find(std::to_string(o.port)), std::string::npos) << e.what();
   }
   EXPECT_THROW(s.publish("t", "x", 3, false, {}, {}), Error);
+  EXPECT_THROW(s.publish("a/#", "x", 0, false, {}, {}), Error);
+  EXPECT_THROW(s.subscribe({{"a/#/b", 0}}, {}, {}), Error);
+  SessionOptions bad = o;
+  bad.client_id = std::string("id\0", 3);
+  try {
+    Session never(bad, [](Inbound&&) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("client id"), std::string::npos) << e.what();
+  }
   s.close(0ms);
   EXPECT_THROW(s.publish("t", "x", 0, false, {}, {}), Error);
 }

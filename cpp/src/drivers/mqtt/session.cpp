@@ -547,6 +547,18 @@ struct Session::Impl {
 Session::Session(SessionOptions options, OnMessage on_message, OnState on_state)
     : impl_(std::make_shared<Impl>(std::move(options), std::move(on_message), std::move(on_state))) {
   Impl* i = impl_.get();
+  {
+    // What the CONNECT cannot carry (a client id or will that is not MQTT
+    // UTF-8...) is the caller's error, now, not a silent failure on the io thread.
+    Connect probe;
+    probe.version = i->opt.version;
+    probe.client_id = i->opt.client_id;
+    probe.will = i->opt.will;
+    probe.username = i->opt.username;
+    probe.password = i->opt.password;
+    std::string scratch;
+    encode(probe, probe.version, scratch);
+  }
   asio::post(i->io, [i] { i->connect(); });
   i->thread = std::thread([i] {
     // Callbacks must not throw (session.hpp); one that does anyway must not

@@ -91,6 +91,8 @@ class Session {
   using SubDone = std::function<void(const Error* error, const std::vector<std::uint8_t>& reason_codes)>;
 
   // Starts the io thread and the first connection attempt. Does not block.
+  // Throws Error(InvalidArgument) when the CONNECT cannot be encoded (a client
+  // id, user name or will MQTT cannot carry).
   Session(SessionOptions options, OnMessage on_message, OnState on_state = {});
   // close() with a zero drain time.
   ~Session();
