@@ -431,6 +431,18 @@ TEST_P(MqttSession, KeepaliveFindsAStuckBrokerAndQos2StaysExactlyOnce) {
   sub.close(5s);
 }
 
+TEST_F(MqttSessionV5, FailoverTriesTheNextBrokerAndReportsItsConnack) {
+  auto o = options(broker_, Version::V5);
+  o.failover = {{"127.0.0.1", free_port()}, {"127.0.0.1", broker_.port()}};  // nothing listens on the first
+  o.connect_timeout = 2s;
+  Session s(o, [](Inbound&&) {});
+  s.wait_connected(20s);
+  EXPECT_TRUE(s.connected());
+  // Mosquitto's CONNACK always says what it assigned or limits; at least one property is there.
+  EXPECT_FALSE(s.connack_properties().empty());
+  s.close(1s);
+}
+
 INSTANTIATE_TEST_SUITE_P(Versions, MqttSession, ::testing::Values(Version::V311, Version::V5),
                          [](const auto& info) { return info.param == Version::V5 ? "V5" : "V311"; });
 

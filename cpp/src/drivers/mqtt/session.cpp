@@ -112,10 +112,20 @@ struct Session::Impl {
   std::uint32_t server_max_packet = kMaxVarInt;
   std::uint16_t keep_alive_s;
   bool closing = false;
+  std::size_t attempt_host = 0;
+  std::string current;  // host:port of the connection being made or held
+  Properties connack;   // of the last CONNACK accepted, under mu
 
   Impl(SessionOptions o, OnMessage m, OnState s)
       : opt(std::move(o)), on_message(std::move(m)), on_state(std::move(s)),
         backoff(opt.reconnect_min, opt.reconnect_max), keep_alive_s(opt.keep_alive_s) {}
+
+  std::string where() const {
+    if (opt.failover.empty()) return opt.host + ":" + std::to_string(opt.port);
+    std::string w;
+    for (const auto& [h, p] : opt.failover) w += (w.empty() ? "" : ",") + h + ":" + std::to_string(p);
+    return w;
+  }
 
   void log(const std::string& s) {
     if (opt.log) opt.log(s);
@@ -131,10 +141,12 @@ struct Session::Impl {
     connect_timer.async_wait([this, c](const boost::system::error_code& ec) {
       if (!ec && c == conn && !c->up) fail("no CONNACK within " + std::to_string(opt.connect_timeout.count()) + " ms");
     });
-    resolver.async_resolve(opt.host, std::to_string(opt.port),
+    const auto& [host, port] = opt.failover.empty() ? std::pair(opt.host, opt.port) : opt.failover[attempt_host];
+    current = host + ":" + std::to_string(port);
+    resolver.async_resolve(host, std::to_string(port),
                            [this, c](const boost::system::error_code& ec, tcp::resolver::results_type results) {
                              if (c != conn) return;
-                             if (ec) return fail("cannot resolve " + opt.host + ": " + ec.message());
+                             if (ec) return fail("cannot resolve the host name: " + ec.message());
                              asio::async_connect(c->sock, results,
                                                  [this, c](const boost::system::error_code& ec, const tcp::endpoint&) {
                                                    if (c != conn) return;
@@ -182,11 +194,13 @@ struct Session::Impl {
     {
       std::lock_guard lock(mu);
       connected = false;
-      if (!refused) last_error = Error(ErrorCode::Unavailable, "MQTT: " + opt.host + ":" + std::to_string(opt.port) + ": " + why);
+      if (!refused) last_error = Error(ErrorCode::Unavailable, "MQTT: " + current + ": " + why);
     }
     cv.notify_all();
     if (was_up && on_state) on_state(false, why);
     if (closing) return;
+    // A failover list is tried in order, one host per attempt.
+    if (!was_up && !opt.failover.empty()) attempt_host = (attempt_host + 1) % opt.failover.size();
     connect_timer.expires_after(backoff.next());
     connect_timer.async_wait([this](const boost::system::error_code& ec) {
       if (!ec && !conn) connect();
@@ -341,7 +355,7 @@ struct Session::Impl {
         std::lock_guard lock(mu);
         if (!connected_once) {
           refused = true;
-          last_error = Error(ErrorCode::Unavailable, "MQTT: " + why);
+          last_error = Error(ErrorCode::Unavailable, "MQTT: " + why, p.reason_code);
         }
       }
       return fail(why);
@@ -394,6 +408,7 @@ struct Session::Impl {
       connected = true;
       connected_once = true;
       last_error.reset();
+      connack = p.properties;
     }
     cv.notify_all();
     if (on_state) on_state(true, p.session_present ? "session resumed" : "new session");
@@ -583,8 +598,7 @@ void Session::wait_connected(std::chrono::milliseconds timeout) {
     if (impl_->refused || impl_->closed) throw impl_->last_error ? *impl_->last_error : Error(ErrorCode::Closed, "MQTT: closed");
     if (impl_->cv.wait_until(lock, deadline) == std::cv_status::timeout && !impl_->connected) {
       if (impl_->last_error) throw *impl_->last_error;
-      throw Error(ErrorCode::Timeout, "MQTT: no connection to " + impl_->opt.host + ":" +
-                                          std::to_string(impl_->opt.port) + " within " +
+      throw Error(ErrorCode::Timeout, "MQTT: no connection to " + impl_->where() + " within " +
                                           std::to_string(timeout.count()) + " ms");
     }
   }
@@ -662,6 +676,11 @@ void Session::ack(std::uint64_t token) {
 }
 
 std::size_t Session::unacknowledged() const { return impl_->unacked.load(); }
+
+Properties Session::connack_properties() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->connack;
+}
 
 bool Session::connected() const {
   std::lock_guard lock(impl_->mu);

@@ -42,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "drivers/mqtt/packets.hpp"
@@ -51,6 +52,9 @@ namespace omnibus::detail::mqtt {
 struct SessionOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 1883;
+  // When not empty, replaces host and port: brokers tried in order, one per
+  // connection attempt, starting over after the last.
+  std::vector<std::pair<std::string, std::uint16_t>> failover;
   Version version = Version::V5;
   std::string client_id;           // empty: the broker assigns one (MQTT 5) or 3.1.1 needs clean start
   bool clean_start = true;         // for the first connection only; reconnects keep the session
@@ -100,7 +104,8 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // Blocks until the first CONNACK or `timeout`. Throws Error(Unavailable)
-  // with the broker's reason when it refused the connection or no connection
+  // with the broker's reason (its CONNACK code as native_code) when it
+  // refused the connection, or when no connection
   // could be made (the last error), Error(Timeout) when time ran out.
   // Thread-safe.
   void wait_connected(std::chrono::milliseconds timeout);
@@ -118,6 +123,11 @@ class Session {
   // Acknowledges the inbound message with `token` (see the file comment).
   // A token of a session the broker did not keep is ignored. Thread-safe.
   void ack(std::uint64_t token);
+
+  // The properties of the last CONNACK accepted (Maximum QoS, Retain
+  // Available, Maximum Packet Size...); empty before it and for 3.1.1.
+  // Thread-safe.
+  Properties connack_properties() const;
 
   // QoS > 0 PUBLISHes queued or unacknowledged. Thread-safe.
   std::size_t unacknowledged() const;
