@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=_demo)
     brokers = sub.add_parser("brokers", help="start, check or stop local brokers in the background")
     brokers.add_argument("action", choices=["up", "status", "down"])
-    brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", "redis", "sqs", []],
+    brokers.add_argument("kinds", nargs="*", choices=["mqtt", "nats", "amqp", "kafka", "redis", "sqs", "pulsar", []],
                          metavar="KIND",
-                         help="mqtt, nats, amqp, kafka, redis, sqs (moto, for awssqs:// and awssns://) (default: all)")
+                         help="mqtt, nats, amqp, kafka, redis, sqs (moto, for awssqs:// and awssns://), pulsar (default: all)")
     brokers.set_defaults(fn=_brokers)
     bridge = sub.add_parser("bridge", help="move messages from SOURCE to SINK, acking each after the sink confirmed")
     bridge.add_argument("source", help="subscriber URL, e.g. mqtt://127.0.0.1:1883/sensors/#?qos=1&clean_session=false")

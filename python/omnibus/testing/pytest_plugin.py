@@ -1,10 +1,10 @@
 """pytest plugin (entry point ``pytest11: omnibus``): real brokers as session fixtures.
 
-Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url``, ``redis_url`` (and
+Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url``, ``redis_url``, ``pulsar_url`` (and
 ``nats_cluster_url``, ``kafka_cluster_url``) give a broker URL:
 
 * from ``OMNIBUS_MQTT_URL`` / ``OMNIBUS_NATS_URL`` / ``OMNIBUS_AMQP_URL`` /
-  ``OMNIBUS_KAFKA_URL`` / ``OMNIBUS_REDIS_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
+  ``OMNIBUS_KAFKA_URL`` / ``OMNIBUS_REDIS_URL`` / ``OMNIBUS_PULSAR_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
   (see docker-compose.yml) or elsewhere;
 * otherwise from a broker this plugin starts on loopback, once per session,
   and stops at the end of it.
@@ -14,7 +14,7 @@ kill it; they skip when the URL comes from the environment. A broker whose
 program is not installed skips its tests with the reason, except under
 ``CI=true``, where that is a failure: CI must run everything.
 
-Markers ``mqtt``, ``nats``, ``amqp``, ``kafka``, ``redis`` are added to every test that
+Markers ``mqtt``, ``nats``, ``amqp``, ``kafka``, ``redis``, ``pulsar`` are added to every test that
 uses the matching fixture, so ``pytest -m kafka`` or ``-m "not amqp"`` select
 protocols.
 """
@@ -39,6 +39,7 @@ _CLASSES = {
     "kafka": ("kafka", "Kafka", "KafkaCluster"),
     "redis": ("redis", "Redis", None),
     "sqs": ("moto", "Moto", None),  # moto's server: awssqs:// and awssns:// (marker aws)
+    "pulsar": ("pulsar", "Pulsar", None),  # one JVM per session, started when a pulsar test first asks
 }
 # The pytest marker of a kind, where it is not the kind itself.
 _MARKERS = {"sqs": "aws"}
@@ -149,6 +150,8 @@ redis_broker = _broker_fixture("redis")
 redis_url = _url_fixture("redis")
 sqs_broker = _broker_fixture("sqs")
 sqs_url = _url_fixture("sqs")
+pulsar_broker = _broker_fixture("pulsar")
+pulsar_url = _url_fixture("pulsar")
 nats_cluster = _cluster_fixture("nats")
 kafka_cluster = _cluster_fixture("kafka")
 nats_cluster_url = _cluster_url_fixture("nats")

@@ -18,11 +18,12 @@ from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
 from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
+from .pulsar import Pulsar, pulsar_jars, pulsar_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 from .redis import Redis, redis_probe
 
 BROKERS: dict[str, type[Broker]] = {"mqtt": Mosquitto, "nats": NatsServer, "amqp": RabbitMQ, "kafka": Kafka,
-                                   "redis": Redis, "sqs": Moto}
+                                   "redis": Redis, "sqs": Moto, "pulsar": Pulsar}
 
 __all__ = [
     "BROKERS",
@@ -36,6 +37,7 @@ __all__ = [
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
+    "Pulsar",
     "RabbitMQ",
     "Redis",
     "amqp_probe",
@@ -45,6 +47,8 @@ __all__ = [
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
+    "pulsar_jars",
+    "pulsar_probe",
     "redis_probe",
     "queue_url",
     "started",

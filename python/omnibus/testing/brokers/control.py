@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ._base import Broker, BrokerError
 
-KINDS = ("mqtt", "nats", "amqp", "kafka", "redis", "sqs")
+KINDS = ("mqtt", "nats", "amqp", "kafka", "redis", "sqs", "pulsar")
 _MODULES = {"mqtt": ("mosquitto", "Mosquitto"), "nats": ("nats", "NatsServer"),
             "amqp": ("rabbitmq", "RabbitMQ"), "kafka": ("kafka", "Kafka"),
-            "redis": ("redis", "Redis"), "sqs": ("moto", "Moto")}
+            "redis": ("redis", "Redis"), "sqs": ("moto", "Moto"),
+            "pulsar": ("pulsar", "Pulsar")}
 
 
 def state_dir() -> Path:
