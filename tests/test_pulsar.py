@@ -158,6 +158,32 @@ def test_omnibus_reads_what_pulsar_client_writes(pulsar_url: str, client: Any) -
     assert msg.timestamp_ms == 1700000000456
 
 
+def test_bridge_with_pulsar_on_either_side(pulsar_url: str) -> None:
+    """pulsar:// -> mem:// and mem:// -> pulsar://, keys and headers carried, at-least-once both ways."""
+    src, dst = name(), name()
+    n = 200
+    values = [str(i).encode() for i in range(n)]
+    keys = [f"k{i % 7}".encode() for i in range(n)]
+    with omnibus.subscriber(f"mem://out-{src}") as out, omnibus.subscriber(f"{pulsar_url}/{dst}") as back, \
+            omnibus.bridge(f"{pulsar_url}/{src}?group=bridge", f"mem://out-{src}") as there, \
+            omnibus.bridge(f"mem://in-{dst}", f"{pulsar_url}/{dst}") as home:
+        assert there.delivery_guarantee == home.delivery_guarantee == "at-least-once"
+        with omnibus.publisher(f"{pulsar_url}/{src}") as pub:
+            pub.publish_many(values, keys=keys, headers=[[("h", b"v")]] * n).result(timeout=10)
+        got = []
+        assert wait_until(lambda: got.extend(out.receive_batch(1000, timeout=0.1)) or len(got) >= n, timeout=30)
+        assert sorted(bytes(m.payload) for m in got) == sorted(values)
+        assert all(m.key == f"k{int(bytes(m.payload)) % 7}".encode() for m in got)
+        assert all(("h", b"v") in m.headers for m in got)
+        with omnibus.publisher(f"mem://in-{dst}") as pub:
+            pub.publish_many(values, keys=keys).result(timeout=10)
+        home_got = []
+        assert wait_until(lambda: home_got.extend(back.receive_batch(1000, timeout=0.1)) or len(home_got) >= n,
+                          timeout=30)
+        assert sorted(bytes(m.payload) for m in home_got) == sorted(values)
+        assert all(m.key == f"k{int(bytes(m.payload)) % 7}".encode() for m in home_got)
+
+
 # ---- broker SIGKILL -----------------------------------------------------------------
 
 @pytest.mark.fault

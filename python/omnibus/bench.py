@@ -210,8 +210,10 @@ _VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "amqp": [("amqp", {"confirm": False}), ("amqp confirms", {"confirm": True})],
     "nats": [("nats core", {}), ("nats jetstream", {"stream": "{topic}"})],
     "redis": [("redis streams", {})],  # a driver written in Python (omnibus.redis_streams)
+    # libpulsar's batching (1 ms) against one entry per message, each confirmed on its own.
+    "pulsar": [("pulsar batching", {"batching": True}), ("pulsar no batching", {"batching": False})],
 }
-PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis")
+PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis", "pulsar")
 # capabilities() that the report states per target, beside the figures.
 FEATURES = ("delivery_guarantee", "ordered_per_key", "durable", "nack", "competing_consumers", "headers",
             "request_reply", "dead_letter", "max_message_bytes")
@@ -1286,13 +1288,17 @@ _BROKER_PACKAGES = {"mqtt": "mosquitto", "nats": "nats-server", "amqp": "rabbitm
 
 def _broker_version(proto: str, broker: Any) -> str:
     """"mosquitto 2.0.11-1.2+deb12u2" and so on: the broker's package and its installed version."""
-    name = "Apache Kafka" if proto == "kafka" else _BROKER_PACKAGES.get(proto, type(broker).__name__)
+    name = {"kafka": "Apache Kafka", "pulsar": "Apache Pulsar"}.get(proto) or _BROKER_PACKAGES.get(proto, type(broker).__name__)
     version = None
     with contextlib.suppress(Exception):
         if proto == "kafka":
             from .testing.brokers.kafka import kafka_version
 
             version = kafka_version()
+        elif proto == "pulsar":
+            from .testing.brokers.pulsar import pulsar_version
+
+            version = pulsar_version()
         elif proto in _BROKER_PACKAGES and shutil.which("dpkg-query"):
             out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", _BROKER_PACKAGES[proto]],
                                  capture_output=True, text=True, timeout=10)
