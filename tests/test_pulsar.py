@@ -115,6 +115,39 @@ def test_dead_letter_after_max_redeliver(pulsar_url: str) -> None:
         assert sub.receive_batch(10, timeout=0.5) == []
 
 
+def test_partitioned_topic_and_key_shared_subscription(pulsar_broker: Any) -> None:
+    """A topic of 4 partitions (made through the admin API): keys route to partitions, and with
+    subscription_type=key_shared each key goes to one of the two consumers."""
+    import urllib.request
+
+    topic = name()
+    req = urllib.request.Request(f"{pulsar_broker.web_url}/admin/v2/persistent/public/default/{topic}/partitions",
+                                 data=b"4", method="PUT", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback only
+        assert r.status in (200, 204)
+    url = f"{pulsar_broker.url}/{topic}"
+    n = 400
+    keys = [f"k{i % 20}".encode() for i in range(n)]
+    sub_url = f"{url}?group=ks&subscription_type=key_shared"
+    with omnibus.subscriber(sub_url) as a, omnibus.subscriber(sub_url) as b, omnibus.publisher(url) as pub:
+        pub.publish_many([str(i).encode() for i in range(n)], keys=keys).result(timeout=10)
+        got: list[list[Any]] = [[], []]
+
+        def step() -> bool:
+            for i, sub in enumerate((a, b)):
+                got[i].extend(sub.receive_batch(1000, timeout=0.05))
+            return len(got[0]) + len(got[1]) >= n
+
+        assert wait_until(step, timeout=30, interval=0)
+    assert sorted(int(bytes(m.payload)) for m in got[0] + got[1]) == list(range(n))
+    keys_a, keys_b = ({m.key for m in g} for g in got)
+    assert not keys_a & keys_b, f"keys at both consumers: {sorted(keys_a & keys_b)}"
+    for g in got:  # per key, in publish order
+        for k in {m.key for m in g}:
+            seq = [int(bytes(m.payload)) for m in g if m.key == k]
+            assert seq == sorted(seq)
+
+
 # ---- interop with the pulsar-client package ----------------------------------------
 
 @pytest.fixture
