@@ -23,11 +23,11 @@ PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9"
 # `pip install "omnibus[compare]"` never disagree: compare (pandas, matplotlib,
 # tqdm), notebook, test, and peers (the peer clients that the benchmarks run
 # beside omnibus in the same run, and Kafka's end offsets).
-PIP_EXTRAS := compare notebook test peers redis
+PIP_EXTRAS := compare notebook test peers redis pulsar
 
-.PHONY: deps apt-deps pip-deps kafka-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
+.PHONY: deps apt-deps pip-deps kafka-deps pulsar-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
 
-deps: apt-deps pip-deps kafka-deps
+deps: apt-deps pip-deps kafka-deps pulsar-deps
 
 # Idempotent: installs only the packages that are missing.
 apt-deps:
@@ -59,6 +59,20 @@ kafka-deps: apt-deps
 		cp $(KAFKA_POM) "$$work/pom.xml" && \
 		mvn -q -B -f "$$work/pom.xml" dependency:copy-dependencies -DoutputDirectory="$$work/libs" && \
 		mv -T "$$work/libs" "$(KAFKA_HOME)/libs"; \
+		rc=$$?; rm -rf "$$work"; exit $$rc; }
+
+# Apache Pulsar's jars the same way (omnibus.testing.brokers.pulsar.pulsar_home):
+# the standalone broker, about 240 MB of jars.
+PULSAR_POM := python/omnibus/testing/pulsar/pom.xml
+PULSAR_VERSION := $(shell sed -n 's|.*<pulsar.version>\(.*\)</pulsar.version>.*|\1|p' $(PULSAR_POM))
+PULSAR_HOME := $(or $(OMNIBUS_PULSAR_HOME),$(HOME)/.cache/omnibus/pulsar-$(PULSAR_VERSION))
+
+pulsar-deps: apt-deps
+	@[ -d "$(PULSAR_HOME)/libs" ] || { \
+		work=$$(mkdir -p "$(PULSAR_HOME)" && mktemp -d "$(PULSAR_HOME)/libs.tmp-XXXXXX") && \
+		cp $(PULSAR_POM) "$$work/pom.xml" && \
+		mvn -q -B -f "$$work/pom.xml" dependency:copy-dependencies -DoutputDirectory="$$work/libs" && \
+		mv -T "$$work/libs" "$(PULSAR_HOME)/libs"; \
 		rc=$$?; rm -rf "$$work"; exit $$rc; }
 
 # The C++ engine and its GoogleTest units (CTest label "unit").

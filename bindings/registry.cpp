@@ -5,6 +5,10 @@
 #include "omnibus/subscriber.hpp"
 #include "omnibus/url.hpp"
 
+namespace omnibus {
+std::string load_pulsar_driver(const std::string& path);  // drivers/builtin.hpp
+}  // namespace omnibus
+
 namespace omnibus::bind {
 
 namespace {
@@ -42,6 +46,14 @@ py::dict url_to_dict(const Url& u) {
 }
 
 void export_registry(py::module_& m) {
+  m.def(
+      "load_pulsar",
+      [](const std::string& path) {
+        py::gil_scoped_release release;
+        return load_pulsar_driver(path);
+      },
+      py::arg("path"),
+      "Load libpulsar from path (empty: not found) and register pulsar://; returns '' or why not.");
   m.def(
       "drivers",
       [] {

@@ -61,3 +61,17 @@ omnibus_driver(amqp librabbitmq librabbitmq-dev "")
 omnibus_driver(nats libnats libnats-dev "")
 # awssqs:// (and awssns://): HTTP and SigV4 signing by libcurl (7.75 or later).
 omnibus_driver(awssqs "libcurl>=7.75" libcurl4-openssl-dev "")
+
+# pulsar:// needs no library at build time: libpulsar (from the pulsar-client
+# wheel) is loaded with dlopen at run time, so only libdl is linked here and a
+# missing wheel makes the scheme unavailable with the reason, not the build fail.
+option(OMNIBUS_WITH_PULSAR "Build the pulsar:// driver (loads libpulsar from the pulsar-client wheel at run time)"
+       ${omnibus_driver_default})
+if(OMNIBUS_WITH_PULSAR)
+  target_sources(omnibus_core PRIVATE ${PROJECT_SOURCE_DIR}/cpp/src/drivers/pulsar/pulsar_driver.cpp
+                                      ${PROJECT_SOURCE_DIR}/cpp/src/drivers/pulsar/c_api.cpp)
+  target_link_libraries(omnibus_core PUBLIC ${CMAKE_DL_LIBS})
+  target_compile_definitions(omnibus_core PRIVATE OMNIBUS_DRIVER_PULSAR=1)
+else()
+  message(STATUS "omnibus: pulsar:// driver disabled (OMNIBUS_WITH_PULSAR=OFF)")
+endif()

@@ -68,6 +68,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
     "nats": ("nats", lambda base, topic: f"{base}/{topic}"),
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
+    # A persistent topic of its own per test in public/default, created by its first client.
+    "pulsar": ("pulsar", lambda base, topic: f"{base}/{topic}"),
     # Written in Python (omnibus.redis_streams): a stream per test.
     "redis": ("redis", lambda base, topic: f"{base}/{topic}"),
     # An SQS queue of its own per test on moto (signatures checked), created by the first client.

@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+import omnibus
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -14,9 +16,13 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(path: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                       request: pytest.FixtureRequest) -> None:
     monkeypatch.setenv("OMNIBUS_NOTEBOOK_MESSAGES", "500")  # the comparison notebook's workload, kept small
     monkeypatch.setenv("OMNIBUS_NOTEBOOK_SWEEP_SECONDS", "2")  # and its rate sweep per target
+    if path.name == "protocol_comparison.ipynb" and "pulsar" not in omnibus.unavailable_drivers():
+        # The session's Pulsar, not a second JVM of ~500 MB and ~25 s for this notebook alone.
+        monkeypatch.setenv("OMNIBUS_PULSAR_URL", request.getfixturevalue("pulsar_url"))
     nb = nbformat.read(str(path), as_version=4)
     # Run where files it writes (plots) land in a temporary directory, not in the checkout.
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})

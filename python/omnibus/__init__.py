@@ -165,3 +165,27 @@ def _load_driver_entry_points() -> None:
 
 
 _load_driver_entry_points()
+
+
+def _libpulsar_path() -> str:
+    """libpulsar inside the pulsar-client wheel ($OMNIBUS_LIBPULSAR first), or "" when there is none.
+
+    Found from the wheel's file list, without importing its ``pulsar`` package."""
+    import os
+    from importlib import metadata
+
+    env = os.environ.get("OMNIBUS_LIBPULSAR")
+    if env:
+        return env
+    try:
+        files = metadata.distribution("pulsar-client").files or []
+    except metadata.PackageNotFoundError:
+        return ""
+    for f in files:
+        if f.name.startswith("libpulsar") and ".so" in f.name:
+            return str(f.locate())
+    return ""
+
+
+# pulsar:// loads libpulsar at run time; without it the scheme is listed unavailable with the reason.
+_core.load_pulsar(_libpulsar_path())

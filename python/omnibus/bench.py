@@ -210,8 +210,10 @@ _VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "amqp": [("amqp", {"confirm": False}), ("amqp confirms", {"confirm": True})],
     "nats": [("nats core", {}), ("nats jetstream", {"stream": "{topic}"})],
     "redis": [("redis streams", {})],  # a driver written in Python (omnibus.redis_streams)
+    # libpulsar's batching (1 ms) against one entry per message, each confirmed on its own.
+    "pulsar": [("pulsar batching", {"batching": True}), ("pulsar no batching", {"batching": False})],
 }
-PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis")
+PROTOCOLS = ("mqtt", "kafka", "amqp", "nats", "redis", "pulsar")
 # capabilities() that the report states per target, beside the figures.
 FEATURES = ("delivery_guarantee", "ordered_per_key", "durable", "nack", "competing_consumers", "headers",
             "request_reply", "dead_letter", "max_message_bytes")
@@ -1284,14 +1286,18 @@ def _broker_version(proto: str, broker: Any) -> str:
     """"mosquitto 2.0.11-1.2+deb12u2" and so on: the broker's package and its installed version."""
     from .testing.brokers.kinds import KINDS
 
-    package = KINDS[proto].package if proto in KINDS else None  # None: not from Debian (Kafka: Maven)
-    name = "Apache Kafka" if proto == "kafka" else package or type(broker).__name__
+    package = KINDS[proto].package if proto in KINDS else None  # None: not from Debian (Kafka, Pulsar: Maven)
+    name = {"kafka": "Apache Kafka", "pulsar": "Apache Pulsar"}.get(proto) or package or type(broker).__name__
     version = None
     with contextlib.suppress(Exception):
         if proto == "kafka":
             from .testing.brokers.kafka import kafka_version
 
             version = kafka_version()
+        elif proto == "pulsar":
+            from .testing.brokers.pulsar import pulsar_version
+
+            version = pulsar_version()
         elif package and shutil.which("dpkg-query"):
             out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
                                  capture_output=True, text=True, timeout=10)

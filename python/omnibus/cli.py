@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--no-sweep", action="store_true", help="skip the rate sweep (only the workloads)")
     compare.add_argument("--out", default="omnibus-compare", help="folder for results.csv/json, plots, report.html")
     compare.add_argument("--protocols",
-                         help="comma-separated subset of mqtt,kafka,amqp,nats (default: all; mem: mem:// only)")
+                         help="comma-separated subset of mqtt,kafka,amqp,nats,redis,pulsar (default: all; mem: mem:// only)")
     compare.add_argument("--url", action="append", metavar="KIND=URL",
                          help="use this broker instead of starting one, e.g. kafka=kafka://127.0.0.1:9092")
     compare.add_argument("--workload", action="append", metavar="FILE",

@@ -17,6 +17,9 @@
 #ifdef OMNIBUS_DRIVER_AWSSQS
 #include "drivers/awssqs/awssqs_driver.hpp"
 #endif
+#ifdef OMNIBUS_DRIVER_PULSAR
+#include "drivers/pulsar/pulsar_driver.hpp"
+#endif
 
 namespace omnibus {
 
@@ -62,6 +65,15 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #else
   registry.add_unavailable("nats", missing(false, "cnats", "libnats-dev"));
 #endif
+  // libpulsar is loaded at run time (drivers/pulsar/c_api.hpp): `import omnibus` finds the
+  // pulsar-client wheel and calls load_pulsar_driver(), which replaces this reason with the driver.
+#ifdef OMNIBUS_DRIVER_PULSAR
+  registry.add_unavailable("pulsar", "libpulsar is not loaded: install the pulsar-client wheel "
+                                     "(pip install 'omnibus[pulsar]') and import omnibus from Python, or set "
+                                     "OMNIBUS_LIBPULSAR to the library's path");
+#else
+  registry.add_unavailable("pulsar", "this build left the pulsar:// driver out (OMNIBUS_WITH_PULSAR=OFF)");
+#endif
 #ifdef OMNIBUS_DRIVER_AWSSQS
   registry.add(make_awssqs_driver());
   registry.add(make_awssns_driver());
@@ -71,6 +83,15 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #else
   registry.add_unavailable("awssqs", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
   registry.add_unavailable("awssns", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
+#endif
+}
+
+std::string load_pulsar_driver(const std::string& path) {
+#ifdef OMNIBUS_DRIVER_PULSAR
+  return register_pulsar_driver(path);
+#else
+  (void)path;
+  return "this build left the pulsar:// driver out (OMNIBUS_WITH_PULSAR=OFF)";
 #endif
 }
 

@@ -18,6 +18,7 @@ from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
 from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
+from .pulsar import Pulsar, pulsar_jars, pulsar_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 from .redis import Redis, redis_probe
 from .kinds import KINDS, Kind
@@ -39,6 +40,7 @@ __all__ = [
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
+    "Pulsar",
     "RabbitMQ",
     "Redis",
     "amqp_probe",
@@ -48,6 +50,8 @@ __all__ = [
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
+    "pulsar_jars",
+    "pulsar_probe",
     "redis_probe",
     "queue_url",
     "started",

@@ -50,25 +50,33 @@ def kafka_home() -> Path:
 def kafka_jars(download: bool = True) -> Path:
     """The directory of the Kafka jars, fetched with Maven first when it is not there yet.
 
-    The jars are copied into a private temporary directory and renamed to
-    ``libs`` only when Maven succeeded, so an existing ``libs`` is always
-    complete, and concurrent callers (pytest-xdist workers) cannot see half of it.
     Raises ProgramMissing, naming ``make deps``, when that cannot be done.
     """
-    home = kafka_home()
+    return maven_jars(POM, kafka_home(), "kafka_2.13-*.jar", "Kafka", download)
+
+
+def maven_jars(pom: Path, home: Path, marker: str, product: str, download: bool = True) -> Path:
+    """``home/libs``: the jars the pom names, copied there with Maven first when it is not there yet.
+
+    The jars are copied into a private temporary directory and renamed to
+    ``libs`` only when Maven succeeded and a jar matching ``marker`` is among
+    them, so an existing ``libs`` is always complete, and concurrent callers
+    (pytest-xdist workers) cannot see half of it. Raises ProgramMissing,
+    naming ``make deps``, when that cannot be done.
+    """
     libs = home / "libs"
     if libs.is_dir():
         return libs
     if not download:
-        raise ProgramMissing(f"the Kafka jars are not in {libs}; run `make deps` to fetch them")
+        raise ProgramMissing(f"the {product} jars are not in {libs}; run `make deps` to fetch them")
     for tool in ("mvn", "java"):
         if shutil.which(tool) is None:
-            raise ProgramMissing(f"{tool} is not installed, so the Kafka jars cannot be fetched; run `make deps`")
+            raise ProgramMissing(f"{tool} is not installed, so the {product} jars cannot be fetched; run `make deps`")
     home.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="libs.tmp-", dir=home))
     try:
         # A copy of the pom, so Maven writes nothing next to the installed package.
-        shutil.copyfile(POM, work / "pom.xml")
+        shutil.copyfile(pom, work / "pom.xml")
         cmd = [
             "mvn", "-q", "-B", "-f", str(work / "pom.xml"),
             "dependency:copy-dependencies", f"-DoutputDirectory={work / 'libs'}",
@@ -81,12 +89,12 @@ def kafka_jars(download: bool = True) -> Path:
         except subprocess.TimeoutExpired as e:
             tail = _tail((e.output or b"").decode(errors="replace"))
             raise ProgramMissing(
-                f"fetching the Kafka jars took over {_MVN_TIMEOUT:.0f} s; run `make deps`\n{tail}"
+                f"fetching the {product} jars took over {_MVN_TIMEOUT:.0f} s; run `make deps`\n{tail}"
             ) from None
-        if r.returncode != 0 or not any((work / "libs").glob("kafka_2.13-*.jar")):
+        if r.returncode != 0 or not any((work / "libs").glob(marker)):
             tail = _tail(r.stdout.decode(errors="replace"))
             raise ProgramMissing(
-                f"Maven could not fetch the Kafka jars (exit {r.returncode}); run `make deps`\n"
+                f"Maven could not fetch the {product} jars (exit {r.returncode}); run `make deps`\n"
                 f"$ {' '.join(cmd)}\n{tail}"
             )
         try:

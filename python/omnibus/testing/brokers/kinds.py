@@ -45,5 +45,6 @@ KINDS: dict[str, Kind] = {
         Kind("kafka", "kafka", "Kafka", "kafka://", cluster="KafkaCluster"),
         Kind("redis", "redis", "Redis", "redis://", package="redis-server"),
         Kind("sqs", "moto", "Moto", "awssqs:// and awssns:// (moto)", marker="aws"),
+        Kind("pulsar", "pulsar", "Pulsar", "pulsar:// (standalone, one JVM)"),
     )
 }
