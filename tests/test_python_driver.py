@@ -16,7 +16,6 @@ import pytest
 import omnibus
 from omnibus import Option, Received, _core
 from omnibus.testing import wait_until
-from omnibus.testing import wait_until
 
 CAPS = {"delivery_guarantee": "at-least-once", "keys": True, "headers": True, "nack": True}
 

@@ -30,21 +30,31 @@ _MVN_TIMEOUT = 1800.0  # a cold ~/.m2 fetches some 45 MB
 _FORMAT_TIMEOUT = 120.0
 
 
+def pom_property(pom: Path, name: str) -> str:
+    """A property of a Maven pom (``kafka.version``, ``pulsar.version``)."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find(f"m:properties/m:{name}", ns)
+    if node is None or not (node.text or "").strip():
+        raise BrokerError(f"{pom} has no <{name}> property")
+    return (node.text or "").strip()
+
+
+def jars_home(product: str, version: str) -> Path:
+    """Where a product's jars are cached: $OMNIBUS_<PRODUCT>_HOME, else ~/.cache/omnibus/<product>-<version>."""
+    env = os.environ.get(f"OMNIBUS_{product.upper()}_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "omnibus" / f"{product}-{version}"
+
+
 def kafka_version() -> str:
     """The Kafka release the pom names (its ``kafka.version`` property)."""
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns)
-    if node is None or not (node.text or "").strip():
-        raise BrokerError(f"{POM} has no <kafka.version> property")
-    return (node.text or "").strip()
+    return pom_property(POM, "kafka.version")
 
 
 def kafka_home() -> Path:
     """Where the jars are cached: $OMNIBUS_KAFKA_HOME, else ~/.cache/omnibus/kafka-<version>."""
-    env = os.environ.get("OMNIBUS_KAFKA_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "omnibus" / f"kafka-{kafka_version()}"
+    return jars_home("kafka", kafka_version())
 
 
 def kafka_jars(download: bool = True) -> Path:

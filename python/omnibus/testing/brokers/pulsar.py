@@ -19,34 +19,25 @@ broker publish to and read from a topic of its own.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._base import LOOPBACK, Broker, BrokerError
-from .kafka import maven_jars
+from ._base import LOOPBACK, Broker
+from .kafka import jars_home, maven_jars, pom_property
 
 POM = Path(__file__).resolve().parent.parent / "pulsar" / "pom.xml"
 
 
 def pulsar_version() -> str:
     """The Pulsar release the pom names (its ``pulsar.version`` property)."""
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(POM).getroot().find("m:properties/m:pulsar.version", ns)
-    if node is None or not (node.text or "").strip():
-        raise BrokerError(f"{POM} has no <pulsar.version> property")
-    return (node.text or "").strip()
+    return pom_property(POM, "pulsar.version")
 
 
 def pulsar_home() -> Path:
     """Where the jars are cached: $OMNIBUS_PULSAR_HOME, else ~/.cache/omnibus/pulsar-<version>."""
-    env = os.environ.get("OMNIBUS_PULSAR_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "omnibus" / f"pulsar-{pulsar_version()}"
+    return jars_home("pulsar", pulsar_version())
 
 
 def pulsar_jars(download: bool = True) -> Path:
