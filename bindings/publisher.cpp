@@ -1,6 +1,7 @@
 // omnibus.Publisher
 #include "delivery.hpp"
 #include "message.hpp"
+#include "notifier.hpp"
 
 namespace omnibus::bind {
 
@@ -42,6 +43,14 @@ struct PyPublisher {
       pub.reset();
     }
   }
+};
+
+// A request in flight for omnibus.aio: the notifier gets `token` once poll()
+// would not block, so that the event loop waits on its fd, not on a thread.
+struct PyPendingRequest {
+  std::unique_ptr<PendingReply> pending;
+  std::shared_ptr<Publisher> pub;
+  std::shared_ptr<BoundCodec> codec;
 };
 
 struct PyUndelivered {
@@ -136,6 +145,31 @@ void attach_callback(py::object delivery, py::object on_delivery) {
 py::dict capabilities_dict(const Capabilities& c) { return capabilities_to_python(c); }
 
 void export_publisher(py::module_& m) {
+  py::class_<PyPendingRequest>(m, "_PendingRequest", "A request in flight (omnibus.aio)")
+      .def(
+          "poll",
+          [](PyPendingRequest& r) -> py::object {
+            if (!r.pending) throw Error(ErrorCode::Closed, "the request was abandoned");
+            MessagePtr reply = r.pending->wait(std::chrono::milliseconds(0));
+            if (!reply) return py::none();
+            return py::cast(PyMessage{std::move(reply), r.codec});
+          },
+          "The reply decoded as a Message, None when none came yet; raises like Publisher.request().")
+      .def(
+          "timeout_error",
+          [](PyPendingRequest& r, double seconds) {
+            return make_exception(
+                r.pub->request_timeout(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds))));
+          },
+          py::arg("seconds"), "The Timeout that Publisher.request() raises after waiting `seconds`.")
+      .def(
+          "abandon",
+          [](PyPendingRequest& r) {
+            py::gil_scoped_release release;
+            r.pending.reset();
+          },
+          "Drop the request: a later reply is discarded. Idempotent.");
+
   py::class_<PyUndelivered>(m, "Undelivered", "A message that close() could not deliver, and why.")
       .def_readonly("payload", &PyUndelivered::payload)
       .def_readonly("key", &PyUndelivered::key)
@@ -254,6 +288,24 @@ void export_publisher(py::module_& m) {
           "publish queue. GIL released; Ctrl-C interrupts the wait. Raises Timeout naming the URL and the timeout "
           "when no reply came, Timeout at once when nothing subscribes to the subject (no responders), Unsupported "
           "for other protocols, Closed after close().")
+      .def(
+          "_request_start",
+          [](PyPublisher& p, py::handle value, py::handle key, py::handle headers,
+             const std::shared_ptr<Notifier>& notifier, std::uint64_t token) {
+            OutMessage m = make_message(p, value, key, headers, 0);
+            PyPendingRequest r{nullptr, p.pub, p.codec};
+            {
+              py::gil_scoped_release release;  // the driver sends on the network
+              r.pending = p.pub->send_request(std::move(m));
+              // The notifier, not the request, is captured: a late wake-up
+              // of a request already abandoned is drained and ignored.
+              r.pending->on_ready([notifier, token] { notifier->post(token); });
+            }
+            return r;
+          },
+          py::arg("value"), py::arg("key"), py::arg("headers"), py::arg("notifier"), py::arg("token"),
+          "The sending half of request() for omnibus.aio: sends, and posts `token` to `notifier` once the "
+          "returned request's poll() would not block.")
       .def(
           "flush",
           [](PyPublisher& p, std::optional<double> timeout) {

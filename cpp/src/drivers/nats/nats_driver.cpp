@@ -747,6 +747,7 @@ struct ReplyMux {
   struct Slot {
     MessagePtr reply;
     bool no_responders = false;
+    std::function<void()> ready;  // PendingReply::on_ready, run once settled
   };
   std::string prefix;  // "<inbox>.", the reply subjects' common part
   std::mutex mu;
@@ -778,6 +779,8 @@ void on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
   it->second.reply = std::move(reply);
   it->second.no_responders = no_responders;
   mux->cv.notify_all();
+  // Under mu: the slot's owner cannot erase it (and free what fn wakes) meanwhile.
+  if (auto ready = std::move(it->second.ready)) ready();
 }
 
 class NatsPendingReply final : public PendingReply {
@@ -801,6 +804,15 @@ class NatsPendingReply final : public PendingReply {
                   NATS_NO_RESPONDERS, true);
     if (mux_->closed) throw Error(ErrorCode::Closed, context_ + ": the publisher was closed while the request waited");
     return nullptr;
+  }
+
+  void on_ready(std::function<void()> fn) override {
+    std::lock_guard lock(mux_->mu);
+    auto& slot = mux_->slots.at(token_);
+    if (slot.reply || slot.no_responders || mux_->closed)
+      fn();
+    else
+      slot.ready = std::move(fn);
   }
 
  private:
@@ -905,6 +917,8 @@ class CoreSender final : public Sender {
         std::lock_guard mux_lock(mux_->mu);
         mux_->closed = true;  // waiting requests fail with Closed
         mux_->cv.notify_all();
+        for (auto& [_, slot] : mux_->slots)
+          if (auto ready = std::move(slot.ready)) ready();
       }
       if (reply_sub_) natsSubscription_Unsubscribe(reply_sub_.get());
       reply_sub_.reset();
