@@ -904,7 +904,7 @@ class CoreSender final : public Sender {
     auto pending = std::make_unique<NatsPendingReply>(mux, token, what);
     const std::string reply = mux->prefix + std::to_string(token);
     auto msg = make_msg(s_.subject, m, h, what, reply.c_str());
-    natsStatus st = natsConnection_PublishMsg(conn_.get(), msg.get());
+    natsStatus st = natsConnection_PublishMsg(rpc_conn(), msg.get());
     if (st != NATS_OK) throw publish_error(st);
     return pending;
   }
@@ -923,6 +923,7 @@ class CoreSender final : public Sender {
       if (reply_sub_) natsSubscription_Unsubscribe(reply_sub_.get());
       reply_sub_.reset();
       if (mux_key_) ReplyMuxes::instance().remove(mux_key_);
+      if (rpc_) rpc_->close();
     }
     conn_.close();  // flushes what is buffered first
   }
@@ -984,11 +985,24 @@ class CoreSender final : public Sender {
     mux->prefix = std::string(raw_inbox) + ".";
     natsInbox_Destroy(raw_inbox);
     void* key = ReplyMuxes::instance().add(mux);
+    // Requests and their replies get a connection of their own that writes
+    // each request at once (send_asap): on the publishing connection cnats'
+    // flusher thread sleeps 1 ms before each write, which was most of a
+    // loopback round trip; publish batches keep that connection's buffering.
+    try {
+      rpc_ = std::make_unique<Connection>(s_, "requester", /*send_asap=*/true);
+    } catch (...) {
+      ReplyMuxes::instance().remove(key);
+      throw;
+    }
     natsSubscription* raw = nullptr;
-    st = natsConnection_Subscribe(&raw, conn_.get(), (mux->prefix + "*").c_str(), on_reply, key);
+    st = natsConnection_Subscribe(&raw, rpc_->get(), (mux->prefix + "*").c_str(), on_reply, key);
     if (st != NATS_OK) {
       ReplyMuxes::instance().remove(key);
-      throw nats_error(st, context() + ": cannot subscribe to the reply inbox (connection " + conn_.state() + ")");
+      const std::string state = rpc_->state();
+      rpc_->close();
+      rpc_.reset();
+      throw nats_error(st, context() + ": cannot subscribe to the reply inbox (connection " + state + ")");
     }
     reply_sub_.reset(raw);
     natsSubscription_SetPendingLimits(reply_sub_.get(), -1, -1);  // replies are few and each is awaited
@@ -1005,6 +1019,13 @@ class CoreSender final : public Sender {
   std::shared_ptr<ReplyMux> mux_;
   NatsPtr<natsSubscription> reply_sub_;
   void* mux_key_ = nullptr;
+  std::unique_ptr<Connection> rpc_;  // requests and replies (send_asap), opened by the first request
+
+  // The connection requests go out on; reply_mux() opened it.
+  natsConnection* rpc_conn() {
+    std::lock_guard lock(mux_mu_);
+    return rpc_->get();
+  }
 };
 
 // ---------------------------------------------------------------- JetStream sender
