@@ -3,7 +3,8 @@
 
 100-byte requests on a nats-server that omnibus starts on loopback (or
 OMNIBUS_NATS_URL), every request answered by the same omnibus subscriber
-replying on a thread of its own (so both clients face the same responder):
+replying from a process of its own (so both clients face the same responder,
+and it does not compete for the client's GIL):
 
 - sequential, sync: omnibus Publisher.request in a loop
 - sequential, asyncio: ``await omnibus.aio`` Publisher.request in a loop
@@ -24,6 +25,8 @@ import argparse
 import asyncio
 import contextlib
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -50,26 +53,57 @@ def nats_url() -> Iterator[str]:
         yield broker.url
 
 
-@contextlib.contextmanager
-def responder(url: str) -> Iterator[None]:
-    """An omnibus subscriber on `url` that answers every request with its payload, on a thread."""
+def serve(url: str) -> None:
+    """The responder process: answers every request on `url` with its payload until stdin closes."""
     stop = threading.Event()
-    sub = omnibus.subscriber(url)
-
-    def serve() -> None:
+    with omnibus.subscriber(url) as sub:
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        print("ready", flush=True)
         while not stop.is_set():
             for msg in sub.receive_batch(1000, timeout=0.05):
                 if msg.reply_to is not None:
                     msg.reply(msg.payload)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+
+@contextlib.contextmanager
+def responder(url: str) -> Iterator[None]:
+    """An omnibus subscriber on `url` answering every request with its payload, in a process of its own:
+    a responder thread in this process would take the GIL from the client being measured. mem:// is
+    in-process: there it is a thread, and that cost is part of the mem:// figure."""
+    if url.startswith("mem://"):
+        stop = threading.Event()
+        sub = omnibus.subscriber(url)
+
+        def answer() -> None:
+            while not stop.is_set():
+                for msg in sub.receive_batch(1000, timeout=0.05):
+                    if msg.reply_to is not None:
+                        msg.reply(msg.payload)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            sub.close()
+        return
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", url], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None and proc.stdin is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the responder for {url} did not start (exit code {proc.wait()})")
         yield
     finally:
-        stop.set()
-        thread.join()
-        sub.close()
+        if proc.stdin is not None:
+            proc.stdin.close()  # the responder's cue to stop
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def sync_sequential(url: str, n: int, payload: bytes) -> float:
@@ -136,7 +170,11 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100, help="requests in flight at once when pipelined")
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)  # the responder process
     args = ap.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
     n, payload, r = args.requests, b"x" * args.size, args.rounds
     rows: list[tuple[str, float | None, str, float | None, float | None]] = []
     with nats_url() as base:
@@ -168,7 +206,7 @@ def main() -> None:
     rows.append(("mem sequential, asyncio", median(lambda: aio_run(mem, n, payload, 1), r), "", None, None))
 
     print(f"request-reply: {n:,} x {args.size} B per round, loopback, median of {r}; "
-          "one omnibus responder thread answers both clients")
+          "one omnibus responder process answers both clients")
     print(f"  {'case':<34} {'omnibus req/s':>14}  {'peer':<28} {'peer req/s':>11}  {'ratio':>7}  target")
     for case, ours, peer_name, theirs, target in rows:
         ours_s = f"{ours:,.0f}" if ours is not None else "-"

@@ -289,23 +289,63 @@ void export_publisher(py::module_& m) {
           "when no reply came, Timeout at once when nothing subscribes to the subject (no responders), Unsupported "
           "for other protocols, Closed after close().")
       .def(
-          "_request_start",
-          [](PyPublisher& p, py::handle value, py::handle key, py::handle headers,
-             const std::shared_ptr<Notifier>& notifier, std::uint64_t token) {
-            OutMessage m = make_message(p, value, key, headers, 0);
-            PyPendingRequest r{nullptr, p.pub, p.codec};
+          "_request_start_many",
+          [](PyPublisher& p, py::list items, const std::shared_ptr<Notifier>& notifier) {
+            // items: [(value, key, headers, token)]. Encoded with the GIL, then
+            // sent in one GIL release, all but the last marked `more` so that a
+            // network driver writes the batch together.
+            const std::size_t n = items.size();
+            std::vector<std::optional<OutMessage>> msgs(n);
+            std::vector<std::uint64_t> tokens(n);
+            std::vector<py::object> errors(n);
+            for (std::size_t i = 0; i < n; ++i) {
+              py::tuple t = items[i].cast<py::tuple>();
+              tokens[i] = t[3].cast<std::uint64_t>();
+              try {
+                msgs[i] = make_message(p, t[0], t[1], t[2], 0);
+              } catch (py::error_already_set& e) {
+                errors[i] = e.value();
+              } catch (const Error& e) {
+                errors[i] = make_exception(e);
+              } catch (py::builtin_exception& e) {  // TypeError of bad headers, say
+                e.set_error();
+                errors[i] = py::error_already_set().value();
+              }
+            }
+            std::vector<std::unique_ptr<PendingReply>> pending(n);
+            std::vector<std::optional<Error>> failed(n);
             {
               py::gil_scoped_release release;  // the driver sends on the network
-              r.pending = p.pub->send_request(std::move(m));
-              // The notifier, not the request, is captured: a late wake-up
-              // of a request already abandoned is drained and ignored.
-              r.pending->on_ready([notifier, token] { notifier->post(token); });
+              std::size_t last = n;
+              for (std::size_t i = 0; i < n; ++i)
+                if (msgs[i]) last = i;
+              for (std::size_t i = 0; i < n; ++i) {
+                if (!msgs[i]) continue;
+                try {
+                  pending[i] = p.pub->send_request(std::move(*msgs[i]), i != last);
+                  // The notifier, not the request, is captured: a late wake-up
+                  // of a request already abandoned is drained and ignored.
+                  pending[i]->on_ready([notifier, token = tokens[i]] { notifier->post(token); });
+                } catch (const Error& e) {
+                  failed[i] = e;
+                }
+              }
             }
-            return r;
+            py::list out(n);
+            for (std::size_t i = 0; i < n; ++i) {
+              if (errors[i])
+                out[i] = errors[i];
+              else if (failed[i])
+                out[i] = make_exception(*failed[i]);
+              else
+                out[i] = py::cast(PyPendingRequest{std::move(pending[i]), p.pub, p.codec});
+            }
+            return out;
           },
-          py::arg("value"), py::arg("key"), py::arg("headers"), py::arg("notifier"), py::arg("token"),
-          "The sending half of request() for omnibus.aio: sends, and posts `token` to `notifier` once the "
-          "returned request's poll() would not block.")
+          py::arg("items"), py::arg("notifier"),
+          "The sending half of request() for omnibus.aio, for a batch [(value, key, headers, token)]: returns, "
+          "per item, a request whose token is posted to `notifier` once its poll() would not block, or the "
+          "exception that kept it from being sent.")
       .def(
           "flush",
           [](PyPublisher& p, std::optional<double> timeout) {

@@ -98,7 +98,8 @@ class Publisher:
         self._wakeup = _Wakeup(self._replies_ready)
         self._tokens = itertools.count(1)
         # token -> (future, request) for each request awaiting its reply
-        self._requests: dict[int, tuple[asyncio.Future[Message], Any]] = {}
+        self._requests: dict[int, list[Any]] = {}
+        self._to_send: list[tuple[Any, Any, Any, int]] = []  # requests of this loop iteration, not yet sent
 
     async def publish(
         self, value: Any, *, key: bytes | str | None = None, headers: Any = None, timestamp_ms: int | None = None
@@ -141,24 +142,47 @@ class Publisher:
         loop = asyncio.get_running_loop()
         self._wakeup.attach(loop)
         token = next(self._tokens)
-        req = self.sync._request_start(value, key, headers, self._wakeup.notifier, token)
         fut: asyncio.Future[Message] = loop.create_future()
-        self._requests[token] = (fut, req)
-        timer = None
-        if timeout is not None:
-            timer = loop.call_later(timeout, self._expire, fut, req, timeout)
+        entry: list[Any] = [fut, None]  # the future, and the request once sent
+        self._requests[token] = entry
+        # Requests made in one loop iteration are sent together (pipelined: one
+        # write for the batch on a network driver), at the end of the iteration.
+        if not self._to_send:
+            loop.call_soon(self._send_requests)
+        self._to_send.append((value, key, headers, token))
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, entry, timeout)
         try:
-            self._settle(fut, req)  # a reply may be in already (mem://), or the request failed at once
             return await fut
         finally:
             if timer is not None:
                 timer.cancel()
             del self._requests[token]
-            req.abandon()
+            if entry[1] is not None:
+                entry[1].abandon()
+
+    def _send_requests(self) -> None:
+        batch = [item for item in self._to_send if item[3] in self._requests]  # not cancelled meanwhile
+        self._to_send = []
+        if not batch:
+            return
+        try:
+            results = self.sync._request_start_many(batch, self._wakeup.notifier)
+        except BaseException as exc:  # noqa: BLE001 - handed to every awaiting task
+            for item in batch:
+                _fail(self._requests[item[3]][0], exc)
+            return
+        for item, res in zip(batch, results):
+            entry = self._requests[item[3]]
+            if isinstance(res, BaseException):
+                _fail(entry[0], res)
+            else:
+                entry[1] = res
+                self._settle(entry)  # a reply may be in already (mem://), or the request failed at once
 
     @staticmethod
-    def _settle(fut: asyncio.Future[Message], req: Any) -> None:
-        if fut.done():
+    def _settle(entry: list[Any]) -> None:
+        fut, req = entry
+        if fut.done() or req is None:
             return
         try:
             reply = req.poll()
@@ -168,17 +192,18 @@ class Publisher:
         if reply is not None:
             fut.set_result(reply)
 
-    @staticmethod
-    def _expire(fut: asyncio.Future[Message], req: Any, timeout: float) -> None:
-        Publisher._settle(fut, req)  # a reply that came with the deadline still counts
+    def _expire(self, entry: list[Any], timeout: float) -> None:
+        self._settle(entry)  # a reply that came with the deadline still counts
+        fut, req = entry
         if not fut.done():
-            fut.set_exception(req.timeout_error(timeout))
+            fut.set_exception(req.timeout_error(timeout) if req is not None else
+                              _core.Timeout(f"no reply to the request on {self.sync.url} within {timeout} s"))
 
     def _replies_ready(self, tokens: list[int]) -> None:
         for token in tokens:
             entry = self._requests.get(token)
             if entry is not None:
-                self._settle(*entry)
+                self._settle(entry)
 
     async def flush(self, timeout: float | None = None) -> bool:
         return bool(await self._run(lambda: self.sync.flush(timeout)))
@@ -190,7 +215,7 @@ class Publisher:
             self._worker.shutdown(wait=True)
             # close() failed the requests still waiting (Closed): hand that on now.
             for entry in list(self._requests.values()):
-                self._settle(*entry)
+                self._settle(entry)
             self._wakeup.close()
 
     def capabilities(self) -> dict[str, Any]:
@@ -337,6 +362,11 @@ class Subscriber:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -88,7 +88,9 @@ class Sender {
   // close() (the Publisher sees to that). May block briefly on network
   // back-pressure; must not retry. The default throws Unsupported: only
   // drivers with capabilities().request_reply override it.
-  virtual std::unique_ptr<PendingReply> request(const OutMessage& msg);
+  // `more`: further requests follow at once (a pipelined batch); the sender
+  // may buffer this one to write them together instead of one write each.
+  virtual std::unique_ptr<PendingReply> request(const OutMessage& msg, bool more);
   // Fails every message still in flight with Closed, then releases resources.
   // Called once, after the last send_batch returned.
   virtual void close() = 0;

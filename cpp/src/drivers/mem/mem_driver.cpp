@@ -422,7 +422,7 @@ class MemSender : public Sender {
     }
   }
 
-  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+  std::unique_ptr<PendingReply> request(const OutMessage& m, bool /*more*/) override {
     const std::string url = "mem://" + topic_->name;
     if (max_bytes_ && m.payload->size() > max_bytes_)
       throw Error(ErrorCode::ResourceExhausted, "request of " + std::to_string(m.payload->size()) +

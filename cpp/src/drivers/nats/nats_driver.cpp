@@ -887,7 +887,7 @@ class CoreSender final : public Sender {
   std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override { return nats_capabilities(s_, max_payload_ - overhead()); }
 
-  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+  std::unique_ptr<PendingReply> request(const OutMessage& m, bool more) override {
     const std::string what = "NATS request to " + printable(s_.subject) + " at " + s_.where + " (" + s_.url + ")";
     if (closed_) throw Error(ErrorCode::Closed, "NATS publisher for " + s_.url + " is closed");
     HeaderFields h = encode_headers(m, s_.send_timestamp);
@@ -904,7 +904,10 @@ class CoreSender final : public Sender {
     auto pending = std::make_unique<NatsPendingReply>(mux, token, what);
     const std::string reply = mux->prefix + std::to_string(token);
     auto msg = make_msg(s_.subject, m, h, what, reply.c_str());
-    natsStatus st = natsConnection_PublishMsg(rpc_conn(), msg.get());
+    // A request with more to follow goes on the buffered connection, whose
+    // flusher writes the whole batch at once; the last (or only) one goes out
+    // at once on the send_asap connection, and with it no request waits long.
+    natsStatus st = natsConnection_PublishMsg(more ? conn_.get() : rpc_conn(), msg.get());
     if (st != NATS_OK) throw publish_error(st);
     return pending;
   }
