@@ -12,6 +12,7 @@ void export_registry(py::module_& m);
 void export_bench(py::module_& m);
 void export_bridge(py::module_& m);
 void export_py_drivers(py::module_& m);
+void export_notifier(py::module_& m);
 }  // namespace omnibus::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -27,4 +28,5 @@ PYBIND11_MODULE(_core, m) {
   export_bench(m);
   export_bridge(m);
   export_py_drivers(m);
+  export_notifier(m);
 }

@@ -1,6 +1,7 @@
 // omnibus.Publisher
 #include "delivery.hpp"
 #include "message.hpp"
+#include "notifier.hpp"
 
 namespace omnibus::bind {
 
@@ -42,6 +43,14 @@ struct PyPublisher {
       pub.reset();
     }
   }
+};
+
+// A request in flight for omnibus.aio: the notifier gets `token` once poll()
+// would not block, so that the event loop waits on its fd, not on a thread.
+struct PyPendingRequest {
+  std::unique_ptr<PendingReply> pending;
+  std::shared_ptr<Publisher> pub;
+  std::shared_ptr<BoundCodec> codec;
 };
 
 struct PyUndelivered {
@@ -136,6 +145,31 @@ void attach_callback(py::object delivery, py::object on_delivery) {
 py::dict capabilities_dict(const Capabilities& c) { return capabilities_to_python(c); }
 
 void export_publisher(py::module_& m) {
+  py::class_<PyPendingRequest>(m, "_PendingRequest", "A request in flight (omnibus.aio)")
+      .def(
+          "poll",
+          [](PyPendingRequest& r) -> py::object {
+            if (!r.pending) throw Error(ErrorCode::Closed, "the request was abandoned");
+            MessagePtr reply = r.pending->wait(std::chrono::milliseconds(0));
+            if (!reply) return py::none();
+            return py::cast(PyMessage{std::move(reply), r.codec});
+          },
+          "The reply decoded as a Message, None when none came yet; raises like Publisher.request().")
+      .def(
+          "timeout_error",
+          [](PyPendingRequest& r, double seconds) {
+            return make_exception(
+                r.pub->request_timeout(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds))));
+          },
+          py::arg("seconds"), "The Timeout that Publisher.request() raises after waiting `seconds`.")
+      .def(
+          "abandon",
+          [](PyPendingRequest& r) {
+            py::gil_scoped_release release;
+            r.pending.reset();
+          },
+          "Drop the request: a later reply is discarded. Idempotent.");
+
   py::class_<PyUndelivered>(m, "Undelivered", "A message that close() could not deliver, and why.")
       .def_readonly("payload", &PyUndelivered::payload)
       .def_readonly("key", &PyUndelivered::key)
@@ -254,6 +288,64 @@ void export_publisher(py::module_& m) {
           "publish queue. GIL released; Ctrl-C interrupts the wait. Raises Timeout naming the URL and the timeout "
           "when no reply came, Timeout at once when nothing subscribes to the subject (no responders), Unsupported "
           "for other protocols, Closed after close().")
+      .def(
+          "_request_start_many",
+          [](PyPublisher& p, py::list items, const std::shared_ptr<Notifier>& notifier) {
+            // items: [(value, key, headers, token)]. Encoded with the GIL, then
+            // sent in one GIL release, all but the last marked `more` so that a
+            // network driver writes the batch together.
+            const std::size_t n = items.size();
+            std::vector<std::optional<OutMessage>> msgs(n);
+            std::vector<std::uint64_t> tokens(n);
+            std::vector<py::object> errors(n);
+            for (std::size_t i = 0; i < n; ++i) {
+              py::tuple t = items[i].cast<py::tuple>();
+              tokens[i] = t[3].cast<std::uint64_t>();
+              try {
+                msgs[i] = make_message(p, t[0], t[1], t[2], 0);
+              } catch (py::error_already_set& e) {
+                errors[i] = e.value();
+              } catch (const Error& e) {
+                errors[i] = make_exception(e);
+              } catch (py::builtin_exception& e) {  // TypeError of bad headers, say
+                e.set_error();
+                errors[i] = py::error_already_set().value();
+              }
+            }
+            std::vector<std::unique_ptr<PendingReply>> pending(n);
+            std::vector<std::optional<Error>> failed(n);
+            {
+              py::gil_scoped_release release;  // the driver sends on the network
+              std::size_t last = n;
+              for (std::size_t i = 0; i < n; ++i)
+                if (msgs[i]) last = i;
+              for (std::size_t i = 0; i < n; ++i) {
+                if (!msgs[i]) continue;
+                try {
+                  pending[i] = p.pub->send_request(std::move(*msgs[i]), i != last);
+                  // The notifier, not the request, is captured: a late wake-up
+                  // of a request already abandoned is drained and ignored.
+                  pending[i]->on_ready([notifier, token = tokens[i]] { notifier->post(token); });
+                } catch (const Error& e) {
+                  failed[i] = e;
+                }
+              }
+            }
+            py::list out(n);
+            for (std::size_t i = 0; i < n; ++i) {
+              if (errors[i])
+                out[i] = errors[i];
+              else if (failed[i])
+                out[i] = make_exception(*failed[i]);
+              else
+                out[i] = py::cast(PyPendingRequest{std::move(pending[i]), p.pub, p.codec});
+            }
+            return out;
+          },
+          py::arg("items"), py::arg("notifier"),
+          "The sending half of request() for omnibus.aio, for a batch [(value, key, headers, token)]: returns, "
+          "per item, a request whose token is posted to `notifier` once its poll() would not block, or the "
+          "exception that kept it from being sent.")
       .def(
           "flush",
           [](PyPublisher& p, std::optional<double> timeout) {

@@ -1,5 +1,6 @@
 // omnibus.Subscriber
 #include "message.hpp"
+#include "notifier.hpp"
 #include "omnibus/subscriber.hpp"
 
 namespace omnibus::bind {
@@ -116,6 +117,16 @@ void export_subscriber(py::module_& m) {
           "Negative-acknowledge one message or an iterable of them: redeliver. Raises Unsupported when the "
           "protocol cannot (see capabilities()['nack']), InvalidArgument when a message came from an "
           "auto_ack=True subscriber (acked on hand-over, it will not come again); nothing is settled then.")
+      .def(
+          "_on_data",
+          [](PySubscriber& s, const std::shared_ptr<Notifier>& notifier, std::uint64_t token) {
+            py::gil_scoped_release release;  // takes the subscriber's lock
+            if (!notifier) return s.sub->on_data(nullptr);
+            return s.sub->on_data([notifier, token] { notifier->post(token); });
+          },
+          py::arg("notifier").none(true), py::arg("token") = 0,
+          "For omnibus.aio: post `token` to `notifier` whenever messages are buffered, the fetch failed or the "
+          "subscriber closed (None: stop). False when the receiver fetches on the caller's thread (Kafka).")
       .def(
           "close",
           [](PySubscriber& s) {

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import uuid
 
 import pytest
 
 import omnibus
 import omnibus.aio
+from omnibus.testing import wait_until
 
 
 def run(coro: object) -> object:
@@ -150,5 +154,122 @@ def test_nack_of_an_auto_acked_message_raises() -> None:
             msg.ack()
             await pub.publish_and_wait(b"sentinel")
             assert bytes((await sub.receive(timeout=5)).payload) == b"sentinel"
+
+    run(main())
+
+
+def _threads() -> tuple[int, int]:
+    return threading.active_count(), len(os.listdir("/proc/self/task"))
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _concurrent_requests(url: str, n: int) -> None:
+    """n requests in flight at once, none answered until all were received: no thread may wait per request."""
+
+    async def main() -> None:
+        async with omnibus.aio.subscriber(url, codec="json") as sub, \
+                omnibus.aio.publisher(url, codec="json") as pub:
+            # The first request opens the publisher's reply subscription (its threads, if any).
+            async def answer_one() -> None:
+                msg = await sub.receive(timeout=10)
+                msg.reply({"warm": True})
+
+            warm = asyncio.create_task(answer_one())
+            assert (await pub.request({"i": -1}, timeout=10)).value == {"warm": True}
+            await warm
+            before = _threads()
+
+            async def serve() -> tuple[int, int]:
+                held = []
+                while len(held) < n:
+                    held.extend(await sub.receive_batch(n - len(held), timeout=10))
+                during = _threads()  # every request sent, none answered
+                for msg in held:
+                    msg.reply({"i": msg.value["i"], "by": "server"})
+                return during
+
+            server = asyncio.create_task(serve())
+            replies = await asyncio.gather(*(pub.request({"i": i}, timeout=30) for i in range(n)))
+            during = await server
+            assert sorted(r.value["i"] for r in replies) == list(range(n))
+            assert during == before, f"threads (threading, /proc/self/task) grew from {before} to {during}"
+            assert _threads() == before
+
+    # A first pass starts the native library's process-wide threads (cnats' timer and callback threads).
+    run(main())
+    fds, threads = _fds(), _threads()
+    run(main())
+    assert wait_until(lambda: _threads() == threads), "a thread outlived the publisher/subscriber"
+    assert wait_until(lambda: _fds() == fds), "a file descriptor outlived the publisher/subscriber"
+
+
+def test_1000_concurrent_requests_mem_without_threads() -> None:
+    _concurrent_requests("mem://aio-many", 1000)
+
+
+def test_1000_concurrent_requests_nats_without_threads(nats_url: str) -> None:
+    _concurrent_requests(f"{nats_url.rstrip('/')}/aio-many-{uuid.uuid4().hex[:8]}", 1000)
+
+
+def test_receive_and_iteration_use_no_thread() -> None:
+    async def main() -> None:
+        async with omnibus.aio.subscriber("mem://aio-nothread") as sub, \
+                omnibus.aio.publisher("mem://aio-nothread") as pub:
+            before = _threads()
+            waiting = asyncio.create_task(sub.receive(timeout=10))
+            await asyncio.sleep(0)  # the receive is now waiting on the loop's poller
+            assert _threads() == before
+            await pub.publish_and_wait(b"one")
+            assert (await waiting).payload == b"one"
+            for i in range(3):
+                await pub.publish(str(i).encode())
+            got = []
+            async for msg in sub:
+                got.append(msg.payload)
+                if len(got) == 3:
+                    break
+            assert got == [b"0", b"1", b"2"]
+            assert _threads() == before
+
+    fds = _fds()
+    run(main())
+    assert wait_until(lambda: _fds() == fds)
+
+
+def test_close_ends_a_waiting_receive_and_request() -> None:
+    async def main() -> None:
+        sub = omnibus.aio.subscriber("mem://aio-close")
+        responder = omnibus.aio.subscriber("mem://aio-close-rpc")  # takes the request, never answers
+        pub = omnibus.aio.publisher("mem://aio-close-rpc")
+        receiving = asyncio.create_task(sub.receive(timeout=30))
+        requesting = asyncio.create_task(pub.request(b"q", timeout=30))
+        await asyncio.sleep(0.05)
+        await pub.close()
+        with pytest.raises(omnibus.Closed):
+            await asyncio.wait_for(requesting, 10)
+        await sub.close()
+        with pytest.raises(omnibus.Closed):
+            await asyncio.wait_for(receiving, 10)
+        await responder.close()
+
+    run(main())
+
+
+def test_cancelled_request_drops_its_late_reply() -> None:
+    async def main() -> None:
+        async with omnibus.aio.subscriber("mem://aio-cancel", codec="json") as sub, \
+                omnibus.aio.publisher("mem://aio-cancel", codec="json") as pub:
+            task = asyncio.create_task(pub.request({"n": 1}, timeout=30))
+            msg = await sub.receive(timeout=10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            msg.reply({"late": True})  # dropped: nobody waits for it
+            answer = asyncio.create_task(pub.request({"n": 2}, timeout=10))
+            (await sub.receive(timeout=10)).reply({"n": 2})
+            assert (await answer).value == {"n": 2}
 
     run(main())

@@ -55,6 +55,14 @@ class PendingReply {
   // broker says that nothing subscribes to the subject (NATS no-responders),
   // Unavailable when the connection was lost.
   virtual MessagePtr wait(std::chrono::milliseconds timeout) = 0;
+  // Calls `fn` once, when wait() would return without blocking (a reply came,
+  // no responders, the sender closed): at once on the caller's thread when
+  // that is already so, else on the thread that settles the request (a driver
+  // thread: fn must be short and must not block). An asyncio caller passes a
+  // fn that wakes its event loop, so that no thread waits per request. Call it
+  // at most once. fn may still run once while this object is being destroyed,
+  // so it must own what it uses. Thread-safe; never throws.
+  virtual void on_ready(std::function<void()> fn) = 0;
 };
 
 // Called exactly once per message of a batch, with nullptr on success.
@@ -80,7 +88,9 @@ class Sender {
   // close() (the Publisher sees to that). May block briefly on network
   // back-pressure; must not retry. The default throws Unsupported: only
   // drivers with capabilities().request_reply override it.
-  virtual std::unique_ptr<PendingReply> request(const OutMessage& msg);
+  // `more`: further requests follow at once (a pipelined batch); the sender
+  // may buffer this one to write them together instead of one write each.
+  virtual std::unique_ptr<PendingReply> request(const OutMessage& msg, bool more);
   // Fails every message still in flight with Closed, then releases resources.
   // Called once, after the last send_batch returned.
   virtual void close() = 0;

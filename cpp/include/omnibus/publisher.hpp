@@ -128,7 +128,8 @@ class Publisher {
   // The sending half of request(), for callers that wait in slices (Python,
   // to stay interruptible): sends and returns the handle to wait on. Throws
   // like request() except for the Timeout of the wait.
-  std::unique_ptr<PendingReply> send_request(OutMessage msg);
+  // `more`: another request follows at once (see Sender::request).
+  std::unique_ptr<PendingReply> send_request(OutMessage msg, bool more = false);
   // The Timeout error request() throws when no reply came within `waited`.
   Error request_timeout(Clock::duration waited) const;
 

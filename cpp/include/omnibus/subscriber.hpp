@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,15 @@ class Subscriber {
   // may block briefly on a network driver. Throws like Message::reply.
   static void reply(const Message& msg, OutMessage reply) { msg.reply(std::move(reply)); }
 
+  // Calls `fn` (nullptr: no more) each time the fetch thread buffers messages
+  // or fails, and on close(), so that an event loop waits on its own poller
+  // instead of on a thread per receive (fn writes an eventfd, say). fn runs
+  // under this subscriber's lock: it must be short, must not block and must
+  // not call back into the subscriber; once this returns, a replaced fn is no
+  // longer running. Returns false, and keeps nothing, for a receiver that
+  // fetches ahead on the caller's thread (Kafka): there, only a receive
+  // fetches, so the caller must wait in receive_batch. Thread-safe.
+  bool on_data(std::function<void()> fn);
   // Stops fetching; unacked and buffered messages go back to the broker.
   // Idempotent, thread-safe; joins the fetch thread.
   void close();
@@ -80,6 +90,7 @@ class Subscriber {
   std::condition_variable space_cv_;
   std::deque<MessagePtr> buffer_;
   bool closed_ = false;
+  std::function<void()> on_data_;  // guarded by mu_
   std::exception_ptr fetch_error_;
   std::thread thread_;
   // receiver_->fetches_ahead(): callers take turns calling the receiver under

@@ -51,7 +51,7 @@ void Message::reply(OutMessage reply) const {
   receiver_->reply(*this, reply);
 }
 
-std::unique_ptr<PendingReply> Sender::request(const OutMessage&) {
+std::unique_ptr<PendingReply> Sender::request(const OutMessage&, bool) {
   throw Error(ErrorCode::Unsupported, std::string("this protocol has no request-reply; ") + kWhereRequestReply);
 }
 

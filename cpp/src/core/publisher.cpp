@@ -193,7 +193,7 @@ std::shared_ptr<DeliveryTracker> Publisher::publish(std::vector<OutMessage> msgs
   return tracker;
 }
 
-std::unique_ptr<PendingReply> Publisher::send_request(OutMessage msg) {
+std::unique_ptr<PendingReply> Publisher::send_request(OutMessage msg, bool more) {
   if (!sender_->capabilities().request_reply)
     throw Error(ErrorCode::Unsupported,
                 "request-reply is not supported by " + url_ +
@@ -214,7 +214,7 @@ std::unique_ptr<PendingReply> Publisher::send_request(OutMessage msg) {
       if (--p.requests_sending_ == 0) p.space_cv_.notify_all();
     }
   } done{*this};
-  return sender_->request(msg);
+  return sender_->request(msg, more);
 }
 
 Error Publisher::request_timeout(Clock::duration waited) const {

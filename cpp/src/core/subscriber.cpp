@@ -73,13 +73,23 @@ void Subscriber::run() {
       std::lock_guard lock(mu_);
       if (!closed_) fetch_error_ = std::current_exception();
       data_cv_.notify_all();
+      if (on_data_) on_data_();
       return;
     }
     if (got.empty()) continue;
     std::lock_guard lock(mu_);
     for (auto& m : got) buffer_.push_back(std::move(m));
     data_cv_.notify_all();
+    if (on_data_) on_data_();
   }
+}
+
+bool Subscriber::on_data(std::function<void()> fn) {
+  if (direct_) return false;
+  std::lock_guard lock(mu_);
+  on_data_ = std::move(fn);
+  if (on_data_ && (!buffer_.empty() || closed_ || fetch_error_)) on_data_();
+  return true;
 }
 
 // A receiver that fetches ahead must still be served while the application
@@ -251,6 +261,7 @@ void Subscriber::close() {
     closed_ = true;
     data_cv_.notify_all();
     space_cv_.notify_all();
+    if (on_data_) on_data_();
   }
   if (thread_.joinable()) thread_.join();
   std::lock_guard turn(direct_mu_);  // a receive_batch in progress returns within its slice

@@ -58,6 +58,7 @@ struct Inbox {
   std::condition_variable cv;
   MessagePtr reply;     // the first reply
   bool closed = false;  // the sender closed
+  std::function<void()> ready;  // PendingReply::on_ready, run once settled
 };
 
 class MemReceiver;
@@ -117,6 +118,7 @@ class Broker {
     if (inbox->reply || inbox->closed) return;
     inbox->reply = std::make_shared<Message>(std::move(reply), address, 1, nullptr, 0);
     inbox->cv.notify_all();
+    if (auto ready = std::move(inbox->ready)) ready();
   }
 
  private:
@@ -140,6 +142,14 @@ class MemPendingReply final : public PendingReply {
     if (inbox_->closed)
       throw Error(ErrorCode::Closed, "publisher for " + url_ + " was closed while its request waited for a reply");
     return nullptr;
+  }
+
+  void on_ready(std::function<void()> fn) override {
+    std::lock_guard lock(inbox_->mu);
+    if (inbox_->reply || inbox_->closed)
+      fn();
+    else
+      inbox_->ready = std::move(fn);
   }
 
  private:
@@ -412,7 +422,7 @@ class MemSender : public Sender {
     }
   }
 
-  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+  std::unique_ptr<PendingReply> request(const OutMessage& m, bool /*more*/) override {
     const std::string url = "mem://" + topic_->name;
     if (max_bytes_ && m.payload->size() > max_bytes_)
       throw Error(ErrorCode::ResourceExhausted, "request of " + std::to_string(m.payload->size()) +
@@ -452,6 +462,7 @@ class MemSender : public Sender {
         std::lock_guard inbox_lock(inbox->mu);
         inbox->closed = true;
         inbox->cv.notify_all();
+        if (auto ready = std::move(inbox->ready)) ready();
       }
     }
     inboxes_.clear();

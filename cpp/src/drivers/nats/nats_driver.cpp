@@ -747,6 +747,7 @@ struct ReplyMux {
   struct Slot {
     MessagePtr reply;
     bool no_responders = false;
+    std::function<void()> ready;  // PendingReply::on_ready, run once settled
   };
   std::string prefix;  // "<inbox>.", the reply subjects' common part
   std::mutex mu;
@@ -778,6 +779,8 @@ void on_reply(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
   it->second.reply = std::move(reply);
   it->second.no_responders = no_responders;
   mux->cv.notify_all();
+  // Under mu: the slot's owner cannot erase it (and free what fn wakes) meanwhile.
+  if (auto ready = std::move(it->second.ready)) ready();
 }
 
 class NatsPendingReply final : public PendingReply {
@@ -801,6 +804,15 @@ class NatsPendingReply final : public PendingReply {
                   NATS_NO_RESPONDERS, true);
     if (mux_->closed) throw Error(ErrorCode::Closed, context_ + ": the publisher was closed while the request waited");
     return nullptr;
+  }
+
+  void on_ready(std::function<void()> fn) override {
+    std::lock_guard lock(mux_->mu);
+    auto& slot = mux_->slots.at(token_);
+    if (slot.reply || slot.no_responders || mux_->closed)
+      fn();
+    else
+      slot.ready = std::move(fn);
   }
 
  private:
@@ -875,7 +887,7 @@ class CoreSender final : public Sender {
   std::optional<bool> connected() const override { return conn_.connected(); }
   Capabilities capabilities() const override { return nats_capabilities(s_, max_payload_ - overhead()); }
 
-  std::unique_ptr<PendingReply> request(const OutMessage& m) override {
+  std::unique_ptr<PendingReply> request(const OutMessage& m, bool more) override {
     const std::string what = "NATS request to " + printable(s_.subject) + " at " + s_.where + " (" + s_.url + ")";
     if (closed_) throw Error(ErrorCode::Closed, "NATS publisher for " + s_.url + " is closed");
     HeaderFields h = encode_headers(m, s_.send_timestamp);
@@ -892,7 +904,10 @@ class CoreSender final : public Sender {
     auto pending = std::make_unique<NatsPendingReply>(mux, token, what);
     const std::string reply = mux->prefix + std::to_string(token);
     auto msg = make_msg(s_.subject, m, h, what, reply.c_str());
-    natsStatus st = natsConnection_PublishMsg(conn_.get(), msg.get());
+    // A request with more to follow goes on the buffered connection, whose
+    // flusher writes the whole batch at once; the last (or only) one goes out
+    // at once on the send_asap connection, and with it no request waits long.
+    natsStatus st = natsConnection_PublishMsg(more ? conn_.get() : rpc_conn(), msg.get());
     if (st != NATS_OK) throw publish_error(st);
     return pending;
   }
@@ -905,10 +920,13 @@ class CoreSender final : public Sender {
         std::lock_guard mux_lock(mux_->mu);
         mux_->closed = true;  // waiting requests fail with Closed
         mux_->cv.notify_all();
+        for (auto& [_, slot] : mux_->slots)
+          if (auto ready = std::move(slot.ready)) ready();
       }
       if (reply_sub_) natsSubscription_Unsubscribe(reply_sub_.get());
       reply_sub_.reset();
       if (mux_key_) ReplyMuxes::instance().remove(mux_key_);
+      if (rpc_) rpc_->close();
     }
     conn_.close();  // flushes what is buffered first
   }
@@ -970,11 +988,24 @@ class CoreSender final : public Sender {
     mux->prefix = std::string(raw_inbox) + ".";
     natsInbox_Destroy(raw_inbox);
     void* key = ReplyMuxes::instance().add(mux);
+    // Requests and their replies get a connection of their own that writes
+    // each request at once (send_asap): on the publishing connection cnats'
+    // flusher thread sleeps 1 ms before each write, which was most of a
+    // loopback round trip; publish batches keep that connection's buffering.
+    try {
+      rpc_ = std::make_unique<Connection>(s_, "requester", /*send_asap=*/true);
+    } catch (...) {
+      ReplyMuxes::instance().remove(key);
+      throw;
+    }
     natsSubscription* raw = nullptr;
-    st = natsConnection_Subscribe(&raw, conn_.get(), (mux->prefix + "*").c_str(), on_reply, key);
+    st = natsConnection_Subscribe(&raw, rpc_->get(), (mux->prefix + "*").c_str(), on_reply, key);
     if (st != NATS_OK) {
       ReplyMuxes::instance().remove(key);
-      throw nats_error(st, context() + ": cannot subscribe to the reply inbox (connection " + conn_.state() + ")");
+      const std::string state = rpc_->state();
+      rpc_->close();
+      rpc_.reset();
+      throw nats_error(st, context() + ": cannot subscribe to the reply inbox (connection " + state + ")");
     }
     reply_sub_.reset(raw);
     natsSubscription_SetPendingLimits(reply_sub_.get(), -1, -1);  // replies are few and each is awaited
@@ -991,6 +1022,13 @@ class CoreSender final : public Sender {
   std::shared_ptr<ReplyMux> mux_;
   NatsPtr<natsSubscription> reply_sub_;
   void* mux_key_ = nullptr;
+  std::unique_ptr<Connection> rpc_;  // requests and replies (send_asap), opened by the first request
+
+  // The connection requests go out on; reply_mux() opened it.
+  natsConnection* rpc_conn() {
+    std::lock_guard lock(mux_mu_);
+    return rpc_->get();
+  }
 };
 
 // ---------------------------------------------------------------- JetStream sender
