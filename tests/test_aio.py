@@ -162,6 +162,12 @@ def _threads() -> tuple[int, int]:
     return threading.active_count(), len(os.listdir("/proc/self/task"))
 
 
+def _no_more_threads(than: tuple[int, int]) -> bool:
+    # At most as many: a thread an earlier test left behind may end meanwhile (seen in the full suite).
+    now = _threads()
+    return now[0] <= than[0] and now[1] <= than[1]
+
+
 def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -195,15 +201,17 @@ def _concurrent_requests(url: str, n: int) -> None:
             replies = await asyncio.gather(*(pub.request({"i": i}, timeout=30) for i in range(n)))
             during = await server
             assert sorted(r.value["i"] for r in replies) == list(range(n))
-            assert during == before, f"threads (threading, /proc/self/task) grew from {before} to {during}"
-            assert _threads() == before
+            assert during[0] <= before[0] and during[1] <= before[1], \
+                f"threads (threading, /proc/self/task) grew from {before} to {during}"
+            assert _no_more_threads(before), f"threads grew from {before} to {_threads()}"
 
     # A first pass starts the native library's process-wide threads (cnats' timer and callback threads).
     run(main())
     fds, threads = _fds(), _threads()
     run(main())
-    assert wait_until(lambda: _threads() == threads), "a thread outlived the publisher/subscriber"
-    assert wait_until(lambda: _fds() == fds), "a file descriptor outlived the publisher/subscriber"
+    assert wait_until(lambda: _no_more_threads(threads)), \
+        f"a thread outlived the publisher/subscriber: {threads} -> {_threads()} {threading.enumerate()}"
+    assert wait_until(lambda: not _fds() - fds), "a file descriptor outlived the publisher/subscriber"
 
 
 def test_1000_concurrent_requests_mem_without_threads() -> None:
@@ -221,7 +229,7 @@ def test_receive_and_iteration_use_no_thread() -> None:
             before = _threads()
             waiting = asyncio.create_task(sub.receive(timeout=10))
             await asyncio.sleep(0)  # the receive is now waiting on the loop's poller
-            assert _threads() == before
+            assert _no_more_threads(before)
             await pub.publish_and_wait(b"one")
             assert (await waiting).payload == b"one"
             for i in range(3):
@@ -232,11 +240,11 @@ def test_receive_and_iteration_use_no_thread() -> None:
                 if len(got) == 3:
                     break
             assert got == [b"0", b"1", b"2"]
-            assert _threads() == before
+            assert _no_more_threads(before)
 
     fds = _fds()
     run(main())
-    assert wait_until(lambda: _fds() == fds)
+    assert wait_until(lambda: not _fds() - fds)
 
 
 def test_close_ends_a_waiting_receive_and_request() -> None:

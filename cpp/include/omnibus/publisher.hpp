@@ -192,6 +192,8 @@ class Publisher {
   std::vector<std::shared_ptr<InFlight>> in_flight_;
   std::vector<Undelivered> close_failures_;  // failed after close() began
   PublisherStats stats_;
+  // Per message, lock-free: counted before each future resolves (stats() adds it).
+  std::atomic<std::uint64_t> delivered_{0};
   Clock::time_point first_queued_at_{};
   std::thread thread_;
 };

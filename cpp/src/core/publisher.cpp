@@ -127,6 +127,7 @@ bool Publisher::closed() const {
 PublisherStats Publisher::stats() const {
   std::lock_guard lock(mu_);
   auto s = stats_;
+  s.messages_delivered = delivered_.load(std::memory_order_relaxed);
   s.pending = pending_;
   return s;
 }
@@ -346,6 +347,8 @@ void Publisher::on_result(InFlight& batch, std::size_t i, const Error* error) {
   if (error) {
     record_failure(batch, i, *error);
   } else {
+    // Counted before the future resolves: whoever waited on it then sees it in stats().
+    delivered_.fetch_add(1, std::memory_order_relaxed);
     tracker->complete(index, nullptr);
   }
   finish_in_flight(batch);
@@ -353,18 +356,20 @@ void Publisher::on_result(InFlight& batch, std::size_t i, const Error* error) {
 
 void Publisher::record_failure(InFlight& batch, std::size_t i, const Error& error) {
   auto& [tracker, index] = batch.targets[i];
-  tracker->complete(index, &error);
   batch.failed.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard lock(mu_);
-  stats_.messages_failed++;
-  if (closed_) close_failures_.push_back(Undelivered{batch.msgs[i], error});
+  {
+    // Counted before the future resolves, as delivered messages are.
+    std::lock_guard lock(mu_);
+    stats_.messages_failed++;
+    if (closed_) close_failures_.push_back(Undelivered{batch.msgs[i], error});
+  }
+  tracker->complete(index, &error);  // outside the lock: callbacks may call back in
 }
 
 void Publisher::finish_in_flight(InFlight& batch) {
   if (batch.remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   std::lock_guard lock(mu_);
   const auto resent = batch.resent.load(std::memory_order_relaxed);
-  stats_.messages_delivered += batch.msgs.size() - batch.failed.load(std::memory_order_relaxed) - resent;
   pending_ -= batch.msgs.size() - resent;  // resent messages stay pending
   auto it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const auto& p) { return p.get() == &batch; });
   if (it != in_flight_.end()) in_flight_.erase(it);  // may destroy `batch`: touch nothing after
@@ -398,6 +403,7 @@ std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
       queued_bytes_ = 0;
     }
     stopping_ = true;
+    stats_.messages_failed += dropped.size();  // before their futures fail, as on_result counts
     work_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
@@ -427,7 +433,6 @@ std::vector<Undelivered> Publisher::close(Clock::duration timeout) {
     out.push_back(Undelivered{std::move(p.msg), err});
   }
   std::lock_guard lock(mu_);
-  stats_.messages_failed += dropped.size();
   for (auto& u : close_failures_) out.push_back(std::move(u));
   close_failures_.clear();
   return out;
