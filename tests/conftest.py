@@ -68,6 +68,9 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
     "nats": ("nats", lambda base, topic: f"{base}/{topic}"),
     "jetstream": ("nats", lambda base, topic: f"{base}/{topic}?stream={topic}"),
+    # JetStream on a nats-server that serves TLS only and admits only its users: the whole suite
+    # through TLS with a client certificate and a password (see nats_secure_url).
+    "nats-tls": ("nats_secure", lambda base, topic: _with_path(base, topic, f"stream={topic}")),
     # A persistent topic of its own per test in public/default, created by its first client.
     "pulsar": ("pulsar", lambda base, topic: f"{base}/{topic}"),
     # Written in Python (omnibus.redis_streams): a stream per test.
@@ -78,7 +81,7 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
 # The driver's URL scheme where it is not the broker kind: per target.
-_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns"}
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -92,6 +95,34 @@ _MAX_MESSAGES = {"awssqs": 100, "awssns": 100}
 _CUSTOM_URL = os.environ.get("OMNIBUS_CONFORMANCE_URL", "")
 
 TARGETS = ["mem", *_TOPIC_URL, *(["custom"] if _CUSTOM_URL else [])]
+
+
+def _with_path(base: str, topic: str, extra: str = "") -> str:
+    """base's scheme and servers, then /topic, then base's query and `extra`."""
+    head, _, query = base.partition("?")
+    query = "&".join(q for q in (query, extra) if q)
+    return f"{head.rstrip('/')}/{topic}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def nats_secure_broker() -> Iterator[Broker]:
+    """nats-server with JetStream, TLS only (a CA made for this session) and users (password, NKey)."""
+    from omnibus.testing.brokers.nats import NatsServer
+
+    if NatsServer.missing():
+        pytest.skip(NatsServer.missing() or "")
+    with NatsServer(name="nats-secure", tls=True, auth="users") as broker:
+        broker.start()
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def nats_secure_url(nats_secure_broker: Any) -> str:
+    """The secured server's URL with a password and a client certificate (no topic)."""
+    b, pki = nats_secure_broker, nats_secure_broker.pki
+    host = b.url.split("://", 1)[1]
+    return (f"nats://omnibus:{b.password}@{host}?tls_ca={pki.ca}&tls_cert={pki.client_cert}"
+            f"&tls_key={pki.client_key}")
 
 
 def _custom(topic: str) -> str:

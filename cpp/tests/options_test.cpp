@@ -232,7 +232,25 @@ TEST(Options, SubscriberOpenRejectsUnknownOptionListingPortableAndDriverOptions)
   ASSERT_TRUE(e);
   EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
   EXPECT_TRUE(has_substr(e->what(), "unknown option 'grup' for mem:// subscriber"));
-  EXPECT_TRUE(has_substr(e->what(), "valid options are: ack_deadline_ms, auto_ack, group, prefetch"));
+  EXPECT_TRUE(has_substr(e->what(), "valid options are: ack_deadline_ms, auto_ack, group, password_env, password_file, prefetch"));
+}
+
+TEST(Options, PasswordFromAFileOrTheEnvironmentIsCheckedAndNeverShown) {
+  // A missing file and an unset variable are named; what they would hold never is.
+  auto e = error_of([] { Publisher::open(test::unique_topic_url("?password_file=/nonexistent/omnibus-pw")); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(has_substr(e->what(), "password_file=/nonexistent/omnibus-pw cannot be read"));
+  e = error_of([] { Subscriber::open(test::unique_topic_url("?password_env=OMNIBUS_TEST_UNSET_VARIABLE")); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(has_substr(e->what(), "password_env=OMNIBUS_TEST_UNSET_VARIABLE names an environment variable that is unset"));
+  e = error_of([] { Publisher::open("mem://u:hunter2@h/t?password_env=HOME"); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(has_substr(e->what(), "give it once"));
+  EXPECT_FALSE(has_substr(e->what(), "hunter2"));
+  e = error_of([] { Publisher::open("mem://h/t?password_env=HOME&password_file=/etc/hostname"); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(has_substr(e->what(), "both given"));
 }
 
 TEST(Options, OneUrlServesBothSides) {

@@ -111,7 +111,8 @@ std::string Url::redact(std::string_view text) {
   auto at = authority.rfind('@');
   if (at == std::string_view::npos) return std::string(text);
   auto colon = authority.substr(0, at).find(':');
-  if (colon == std::string_view::npos) return std::string(text);
+  // A lone userinfo is a token in some protocols (nats://TOKEN@host): all of it is masked.
+  if (colon == std::string_view::npos) colon = static_cast<std::size_t>(-1);
   std::string out(text.substr(0, start + colon + 1));
   out += "***";
   out += text.substr(start + at);

@@ -304,6 +304,8 @@ Error nats_error(natsStatus s, const std::string& context, jsErrCode jerr = stat
     case NATS_SECURE_CONNECTION_WANTED:
     case NATS_SECURE_CONNECTION_REQUIRED:
     case NATS_SSL_ERROR:
+      retryable = false;  // a TLS mismatch does not heal by itself
+      break;
     case NATS_NO_SERVER_SUPPORT:
       code = ErrorCode::Unsupported;
       break;
@@ -363,6 +365,11 @@ struct Settings {
   std::string where;  // host:port,... for messages
   std::string user, password;
   bool has_user = false;
+  // TLS and the other ways to log in (user/password above; a token is a user without password)
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
+  bool tls_verify = true;
+  std::string creds, nkey, nkey_seed;
   std::string subject;
   std::string name;
   std::chrono::milliseconds connect_timeout{5000};
@@ -418,7 +425,25 @@ Settings common_settings(const Url& url, const OptionValues& o) {
   }
   s.user = url.user;
   s.password = url.password;
-  s.has_user = url.has_userinfo && !url.user.empty();
+  s.has_user = url.has_userinfo && !(url.user.empty() && url.password.empty());
+  s.tls_ca = o.get_string("tls_ca");
+  s.tls_cert = o.get_string("tls_cert");
+  s.tls_key = o.get_string("tls_key");
+  s.tls_verify = o.get_bool("tls_verify");
+  s.tls = o.get_bool("tls") || !s.tls_ca.empty() || !s.tls_cert.empty();
+  if (s.tls_cert.empty() != s.tls_key.empty())
+    throw Error(ErrorCode::InvalidArgument, "nats:// " + url.text + ": tls_cert and tls_key go together (the client "
+                                            "certificate and its private key, PEM files); one of them is missing");
+  s.creds = o.get_string("creds");
+  s.nkey = o.get_string("nkey");
+  s.nkey_seed = o.get_string("nkey_seed");
+  if (s.nkey.empty() != s.nkey_seed.empty())
+    throw Error(ErrorCode::InvalidArgument, "nats:// " + url.text + ": nkey (the public key, U...) and nkey_seed (the "
+                                            "file holding its seed, SU...) go together; one of them is missing");
+  const int ways = (s.has_user ? 1 : 0) + (s.creds.empty() ? 0 : 1) + (s.nkey.empty() ? 0 : 1);
+  if (ways > 1)
+    throw Error(ErrorCode::InvalidArgument, "nats:// " + url.text + ": give one way to log in: USER:PASSWORD@ or "
+                                            "TOKEN@ (or password_file=), creds=, or nkey= with nkey_seed=");
   if (url.path.empty())
     throw Error(ErrorCode::InvalidArgument, "nats:// URL " + url.text + " names no subject: use nats://host[:port]/subject");
   s.subject = url.path;
@@ -505,6 +530,30 @@ std::int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
       .count();
 }
 
+// What to check when connecting failed for a reason the user can fix; names
+// who logged in, never the secret.
+std::string login_hint(const Settings& s, natsStatus st) {
+  std::string who = !s.creds.empty()       ? "the credentials of creds=" + s.creds
+                    : !s.nkey.empty()      ? "nkey " + s.nkey
+                    : s.has_user && !s.user.empty() && !s.password.empty() ? "user '" + s.user + "' and its password"
+                    : s.has_user           ? "the token"
+                                           : "no credentials";
+  switch (st) {
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+      return " (the server refused the login with " + who + ": check them, or the server's authorization)";
+    case NATS_SECURE_CONNECTION_REQUIRED:
+      return " (the server requires TLS: add tls=true, and tls_ca= for a private CA)";
+    case NATS_SECURE_CONNECTION_WANTED:
+      return " (TLS was asked for, but the server does not offer it: drop tls/tls_ca/tls_cert, or enable TLS on the server)";
+    case NATS_SSL_ERROR:
+      return " (TLS handshake failed: is tls_ca the CA that signed the server's certificate, does the certificate "
+             "name the host in the URL, and does the server accept tls_cert?)";
+    default:
+      return "";
+  }
+}
+
 class Connection {
  public:
   // send_asap: every publish is written at once instead of by cnats' flusher
@@ -523,7 +572,22 @@ class Connection {
     std::vector<const char*> servers;
     for (const auto& sv : s.servers) servers.push_back(sv.c_str());
     check(natsOptions_SetServers(opts.get(), servers.data(), static_cast<int>(servers.size())), "server list");
-    if (s.has_user) check(natsOptions_SetUserInfo(opts.get(), s.user.c_str(), s.password.c_str()), "user");
+    if (s.has_user && !s.user.empty() && !s.password.empty())
+      check(natsOptions_SetUserInfo(opts.get(), s.user.c_str(), s.password.c_str()), "user");
+    else if (s.has_user)  // nats://TOKEN@host, or a token from password_file=/password_env=
+      check(natsOptions_SetToken(opts.get(), (s.user.empty() ? s.password : s.user).c_str()), "token");
+    if (!s.creds.empty())
+      check(natsOptions_SetUserCredentialsFromFiles(opts.get(), s.creds.c_str(), nullptr), "creds=" + s.creds);
+    if (!s.nkey.empty())
+      check(natsOptions_SetNKeyFromSeed(opts.get(), s.nkey.c_str(), s.nkey_seed.c_str()), "nkey_seed=" + s.nkey_seed);
+    if (s.tls) {
+      check(natsOptions_SetSecure(opts.get(), true), "tls");
+      if (!s.tls_ca.empty()) check(natsOptions_LoadCATrustedCertificates(opts.get(), s.tls_ca.c_str()), "tls_ca=" + s.tls_ca);
+      if (!s.tls_cert.empty())
+        check(natsOptions_LoadCertificatesChain(opts.get(), s.tls_cert.c_str(), s.tls_key.c_str()),
+              "tls_cert=" + s.tls_cert + " with tls_key=" + s.tls_key);
+      if (!s.tls_verify) check(natsOptions_SkipServerVerification(opts.get(), true), "tls_verify");
+    }
     if (!s.name.empty()) check(natsOptions_SetName(opts.get(), s.name.c_str()), "name");
     check(natsOptions_SetTimeout(opts.get(), s.connect_timeout.count()), "connect_timeout_ms");
     check(natsOptions_SetMaxReconnect(opts.get(), s.max_reconnects), "max_reconnects");
@@ -541,7 +605,7 @@ class Connection {
     natsConnection* nc = nullptr;
     natsStatus st = natsConnection_Connect(&nc, opts.get());
     if (st != NATS_OK) {
-      Error e = nats_error(st, "NATS " + context_ + ": cannot connect");
+      Error e = nats_error(st, "NATS " + context_ + ": cannot connect" + login_hint(s, st));
       ConnSinks::instance().remove(key_);
       throw e;
     }
@@ -585,11 +649,13 @@ class Connection {
   const std::string& context() const { return context_; }
 
  private:
-  void check(natsStatus st, const char* what) {
+  // Setting an option fails only on what the user gave (a file that does not
+  // load, a malformed key): InvalidArgument, with cnats' reason.
+  void check(natsStatus st, const std::string& what) {
     if (st == NATS_OK) return;
     Error e = nats_error(st, "NATS " + context_ + ": " + what);
     ConnSinks::instance().remove(key_);
-    throw e;
+    throw Error(st == NATS_NO_MEMORY ? ErrorCode::ResourceExhausted : ErrorCode::InvalidArgument, e.what(), e.native_code());
   }
 
   std::string role_;
@@ -1721,6 +1787,14 @@ std::vector<OptionSpec> connection_options() {
        {"file", "memory"}},
       {"replicas", OptionType::Int, "1", "replicas of a stream this client creates (a cluster allows up to 5)", {}, 1, 5},
       {"name", OptionType::String, "", "connection name the server shows in its monitoring"},
+      {"tls", OptionType::Bool, "false", "connect with TLS (implied by tls_ca and tls_cert); the server's certificate is checked against the system's CAs unless tls_ca is given"},
+      {"tls_ca", OptionType::String, "", "CA certificate file (PEM) the server's certificate is checked against"},
+      {"tls_cert", OptionType::String, "", "client certificate file (PEM), for servers that verify clients (with tls_key)"},
+      {"tls_key", OptionType::String, "", "the client certificate's private key file (PEM)"},
+      {"tls_verify", OptionType::Bool, "true", "check the server's certificate and that it names the host connected to; false: encrypted but not authenticated"},
+      {"creds", OptionType::String, "", "a .creds file (user JWT and NKey seed, as `nsc` writes it) to log in with"},
+      {"nkey", OptionType::String, "", "NKey public key (U...) to log in with; its seed comes from nkey_seed"},
+      {"nkey_seed", OptionType::String, "", "file holding the seed (SU...) of nkey"},
       {"connect_timeout_ms", OptionType::Int, "5000", "bound on connecting to each server of the pool", {}, 1, 3600000},
       {"reconnect_wait_ms", OptionType::Int, "100",
        "wait after the first failed reconnect round; later waits are drawn between it and a ceiling that doubles each round up to reconnect_max_wait_ms",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import socket
 import urllib.request
 from collections.abc import Sequence
+from typing import Literal
 
 from ._base import LOOPBACK, Broker, Cluster
 
@@ -31,26 +34,90 @@ def jetstream_ready(host: str, monitor_port: int, timeout: float = 2.0) -> None:
         raise ValueError(f"healthz: {body}")
 
 
+def _crc16(data: bytes) -> int:
+    # CRC-16/XMODEM (polynomial 0x1021, initial 0), the checksum NKey strings end with.
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def _nkey_text(raw: bytes) -> str:
+    raw += _crc16(raw).to_bytes(2, "little")
+    return base64.b32encode(raw).decode().rstrip("=")
+
+
+def make_user_nkey() -> tuple[str, str]:
+    """A fresh NATS user NKey: (public key "U...", seed "SU..."), as NATS' nkeys encode them
+    (base32 of a prefix byte, the Ed25519 key and a CRC-16)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    user, seed_prefix = 20 << 3, 18 << 3  # the prefix bytes of "U" (user) and "S" (seed)
+    seed_head = bytes([seed_prefix | (user >> 5), (user & 31) << 3])
+    return _nkey_text(bytes([user]) + public), _nkey_text(seed_head + seed)
+
+
 class NatsServer(Broker):
-    """nats-server -js on loopback; with ``routes`` it joins a cluster."""
+    """nats-server -js on loopback; with ``routes`` it joins a cluster.
+
+    Secured: ``tls=True`` serves TLS only (certificates from
+    :func:`omnibus.testing.certs.make_pki`, in ``self.pki``; client certificates
+    are checked when given, not required); ``auth="users"`` admits user
+    ``omnibus`` with ``self.password`` and the NKey ``self.nkey`` (seed file
+    ``self.nkey_seed_file``), ``auth="token"`` admits ``self.token``.
+    """
 
     kind = "nats"
     program = "nats-server"
     install_hint = "install Debian's nats-server package (make deps)"
     default_start_timeout = 30.0
 
-    def __init__(self, *, jetstream: bool = True, cluster: str | None = None, **kwargs: object) -> None:
+    def __init__(self, *, jetstream: bool = True, cluster: str | None = None, tls: bool = False,
+                 auth: Literal["users", "token"] | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.jetstream = jetstream
         self.cluster = cluster
         self.routes: list[int] = []  # cluster ports of the other members
+        self.tls = tls
+        self.auth = auth
+        self.pki = None
+        if tls:
+            from ..certs import make_pki
+
+            self.pki = make_pki(self.dir / "pki")
+        self.password = secrets.token_hex(12)
+        self.token = secrets.token_hex(16)
+        self.nkey, seed = make_user_nkey()
+        self.nkey_seed_file = self.dir / "user.nk"
+        self.nkey_seed_file.write_text(seed + "\n")
+        self.nkey_seed_file.chmod(0o600)
+
+    def _prepare(self) -> None:
+        lines = []
+        if self.pki:
+            lines.append(f'tls {{ cert_file: "{self.pki.server_cert}", key_file: "{self.pki.server_key}", '
+                         f'ca_file: "{self.pki.ca}", timeout: 5 }}')
+        if self.auth == "users":
+            lines.append(f'authorization {{ users: [ {{ user: "omnibus", password: "{self.password}" }}, '
+                         f'{{ nkey: "{self.nkey}" }} ] }}')
+        elif self.auth == "token":
+            lines.append(f'authorization {{ token: "{self.token}" }}')
+        (self.dir / "nats.conf").write_text("\n".join(lines) + "\n")
 
     def _ports(self) -> Sequence[str]:
         return ("port", "monitor", "cluster") if self.cluster else ("port", "monitor")
 
     def _command(self) -> list[str]:
         cmd = [
-            self.program, "-a", LOOPBACK, "-p", str(self.ports["port"]),
+            self.program, "-c", str(self.dir / "nats.conf"), "-a", LOOPBACK, "-p", str(self.ports["port"]),
             "-m", str(self.ports["monitor"]), "-n", self.name,
         ]  # fmt: skip
         if self.jetstream:
@@ -62,7 +129,13 @@ class NatsServer(Broker):
         return cmd
 
     def _probe(self) -> None:
-        nats_probe(LOOPBACK, self.ports["port"])
+        if self.tls or self.auth:
+            # A plaintext, anonymous CONNECT would be refused: the INFO line says it is serving.
+            with socket.create_connection((LOOPBACK, self.ports["port"]), timeout=2) as s, s.makefile("rb") as f:
+                if not f.readline().startswith(b"INFO "):
+                    raise ValueError("no INFO yet")
+        else:
+            nats_probe(LOOPBACK, self.ports["port"])
         if self.jetstream:
             jetstream_ready(LOOPBACK, self.ports["monitor"])
 

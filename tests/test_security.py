@@ -1,0 +1,139 @@
+"""TLS and logins against secured brokers, and secrets that never show.
+
+The conformance suite also runs through TLS with a client certificate and a password ("nats-tls" in
+conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import omnibus
+from omnibus.testing.brokers.nats import NatsServer
+
+SECRET = "Sup3r-S3cret-Xyz"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _host(broker: Any) -> str:
+    return str(broker.url).split("://", 1)[1]
+
+
+def _round_trip(url: str, payload: bytes = b"secured") -> None:
+    with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+        pub.publish(payload).result(timeout=10)
+        assert bytes(sub.receive(timeout=10).payload) == payload
+        assert pub.connected and sub.connected
+
+
+@pytest.fixture(scope="module")
+def nats_token_broker() -> Iterator[NatsServer]:
+    """Plaintext, admits one token (nats-server allows a token or users, not both)."""
+    if NatsServer.missing():
+        pytest.skip(NatsServer.missing() or "")
+    with NatsServer(name="nats-token", auth="token", jetstream=False) as broker:
+        broker.start()
+        yield broker
+
+
+def test_nats_logs_in_every_way_over_tls(nats_secure_broker: Any, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    b, pki = nats_secure_broker, nats_secure_broker.pki
+    host, ca = _host(b), f"tls_ca={pki.ca}"
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(b.password + "\n")
+    monkeypatch.setenv("OMNIBUS_TEST_NATS_PASSWORD", b.password)
+    for i, url in enumerate([
+        f"nats://omnibus:{b.password}@{host}/sec.a?{ca}",                        # user and password in the URL
+        f"nats://omnibus@{host}/sec.b?{ca}&password_file={pw_file}",             # the password from a file
+        f"nats://omnibus@{host}/sec.c?{ca}&password_env=OMNIBUS_TEST_NATS_PASSWORD",  # from the environment
+        f"nats://{host}/sec.d?{ca}&nkey={b.nkey}&nkey_seed={b.nkey_seed_file}",  # an NKey
+        f"nats://omnibus:{b.password}@{host}/sec.e?{ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}",
+    ]):
+        _round_trip(url, f"way {i}".encode())
+
+
+def test_nats_token_from_the_url_or_a_file(nats_token_broker: NatsServer, tmp_path: Path) -> None:
+    b = nats_token_broker
+    token_file = tmp_path / "token"
+    token_file.write_text(b.token)
+    _round_trip(f"nats://{b.token}@{_host(b)}/tok.a")
+    _round_trip(f"nats://{_host(b)}/tok.b?password_file={token_file}")
+    with pytest.raises(omnibus.Unavailable, match="refused the login with the token") as e:
+        omnibus.publisher(f"nats://{SECRET}@{_host(b)}/tok.c")
+    assert SECRET not in str(e.value)
+
+
+def test_nats_refusals_name_the_cause(nats_secure_broker: Any, nats_url: str) -> None:
+    b, pki = nats_secure_broker, nats_secure_broker.pki
+    host, ca = _host(b), f"tls_ca={pki.ca}"
+    cases: list[tuple[str, type[omnibus.Error], str]] = [
+        (f"nats://omnibus:{SECRET}@{host}/r?{ca}", omnibus.Unavailable,
+         "refused the login with user 'omnibus' and its password"),
+        (f"nats://{host}/r?{ca}", omnibus.Unavailable, "refused the login with no credentials"),
+        (f"nats://omnibus:{SECRET}@{host}/r?tls_ca={pki.other_ca}", omnibus.Unavailable, "TLS handshake failed"),
+        (f"nats://omnibus:{SECRET}@{host}/r", omnibus.Unavailable, "TLS handshake failed"),  # the system's CAs
+        (f"{nats_url}/r?tls=true", omnibus.Unavailable, "the server does not offer it"),  # TLS to a plaintext port
+        (f"nats://omnibus:{SECRET}@{host}/r?{ca}&tls_cert={pki.client_cert}", omnibus.InvalidArgument,
+         "tls_cert and tls_key go together"),
+        (f"nats://{host}/r?{ca}&nkey={b.nkey}", omnibus.InvalidArgument, "nkey .* and nkey_seed .* go together"),
+        (f"nats://omnibus:{SECRET}@{host}/r?{ca}&nkey={b.nkey}&nkey_seed={b.nkey_seed_file}",
+         omnibus.InvalidArgument, "give one way to log in"),
+        (f"nats://omnibus:{SECRET}@{host}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
+         "tls_ca=/nonexistent/ca.pem"),
+    ]
+    for url, error, text in cases:
+        with pytest.raises(error, match=text) as e:
+            omnibus.subscriber(url)
+        assert SECRET not in str(e.value)
+
+
+# Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
+_UNREACHABLE: dict[str, Callable[[int], str]] = {
+    "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "amqp": lambda p: f"amqp://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "nats": lambda p: f"nats://u:{SECRET}@127.0.0.1:{p}/t",
+    "nats-token": lambda p: f"nats://{SECRET}@127.0.0.1:{p}/t",
+    "mqtt": lambda p: f"mqtt://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "pulsar": lambda p: f"pulsar://u:{SECRET}@127.0.0.1:{p}/t",
+    "redis": lambda p: f"redis://:{SECRET}@127.0.0.1:{p}/t",
+    "awssqs": lambda p: f"awssqs://AKIAEXAMPLE:{SECRET}@/q?endpoint=http://127.0.0.1:{p}&region=us-east-1",
+}
+
+
+@pytest.mark.parametrize("driver", list(_UNREACHABLE))
+def test_no_secret_in_errors(driver: str, capfd: pytest.CaptureFixture[str]) -> None:
+    scheme = driver.split("-")[0]
+    if scheme in omnibus.unavailable_drivers():
+        pytest.skip(f"{scheme}:// is not in this build: {omnibus.unavailable_drivers()[scheme]}")
+    url = _UNREACHABLE[driver](_closed_port())
+    texts: list[str] = []
+    for opener in (omnibus.publisher, omnibus.subscriber):
+        with pytest.raises(omnibus.Error) as e:
+            opener(url)
+        texts += [str(e.value), repr(e.value)]
+        with pytest.raises(omnibus.InvalidArgument) as bad:  # a bad option is reported with the URL
+            opener(url + ("&" if "?" in url else "?") + "no_such_option=1")
+        assert "no_such_option" in str(bad.value)
+        texts += [str(bad.value)]
+    out, err = capfd.readouterr()
+    texts += [out, err]
+    assert not [t for t in texts if SECRET in t], "the password was shown"
+
+
+def test_repr_masks_the_password(nats_secure_url: str) -> None:
+    url = nats_secure_url.replace("?", "/repr?", 1)
+    password = url.split("://omnibus:", 1)[1].split("@", 1)[0]
+    with omnibus.publisher(url) as pub, omnibus.subscriber(url) as sub:
+        for text in (repr(pub), repr(sub)):
+            assert password not in text and "omnibus:***@" in text, text
