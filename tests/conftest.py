@@ -71,6 +71,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # JetStream on a nats-server that serves TLS only and admits only its users: the whole suite
     # through TLS with a client certificate and a password (see nats_secure_url).
     "nats-tls": ("nats_secure", lambda base, topic: _with_path(base, topic, f"stream={topic}")),
+    # amqps:// to a RabbitMQ TLS listener, with a client certificate (see amqp_secure_url).
+    "amqp-tls": ("amqp_secure", lambda base, topic: _with_path(base, topic)),
     # A persistent topic of its own per test in public/default, created by its first client.
     "pulsar": ("pulsar", lambda base, topic: f"{base}/{topic}"),
     # Written in Python (omnibus.redis_streams): a stream per test.
@@ -81,7 +83,7 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
 # The driver's URL scheme where it is not the broker kind: per target.
-_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats"}
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -112,7 +114,6 @@ def nats_secure_broker() -> Iterator[Broker]:
     if NatsServer.missing():
         pytest.skip(NatsServer.missing() or "")
     with NatsServer(name="nats-secure", tls=True, auth="users") as broker:
-        broker.start()
         yield broker
 
 
@@ -123,6 +124,24 @@ def nats_secure_url(nats_secure_broker: Any) -> str:
     host = b.url.split("://", 1)[1]
     return (f"nats://omnibus:{b.password}@{host}?tls_ca={pki.ca}&tls_cert={pki.client_cert}"
             f"&tls_key={pki.client_key}")
+
+
+@pytest.fixture(scope="session")
+def amqp_secure_broker() -> Iterator[Broker]:
+    """RabbitMQ with a TLS listener beside its plaintext one (a CA made for this session)."""
+    from omnibus.testing.brokers.rabbitmq import RabbitMQ
+
+    if RabbitMQ.missing():
+        pytest.skip(RabbitMQ.missing() or "")
+    with RabbitMQ(name="amqp-secure", tls=True) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def amqp_secure_url(amqp_secure_broker: Any) -> str:
+    """amqps:// to the TLS listener with a client certificate (no exchange)."""
+    pki = amqp_secure_broker.pki
+    return f"{amqp_secure_broker.tls_url}&tls_cert={pki.client_cert}&tls_key={pki.client_key}"
 
 
 def _custom(topic: str) -> str:

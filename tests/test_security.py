@@ -42,7 +42,6 @@ def nats_token_broker() -> Iterator[NatsServer]:
     if NatsServer.missing():
         pytest.skip(NatsServer.missing() or "")
     with NatsServer(name="nats-token", auth="token", jetstream=False) as broker:
-        broker.start()
         yield broker
 
 
@@ -98,10 +97,41 @@ def test_nats_refusals_name_the_cause(nats_secure_broker: Any, nats_url: str) ->
         assert SECRET not in str(e.value)
 
 
+def test_amqps_with_and_without_a_client_certificate(amqp_secure_broker: Any) -> None:
+    b, pki = amqp_secure_broker, amqp_secure_broker.pki
+    base, _, query = b.tls_url.partition("?")
+    _round_trip(f"{base}/sec-a?{query}")
+    _round_trip(f"{base}/sec-b?{query}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+
+
+def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
+    b, pki = amqp_secure_broker, amqp_secure_broker.pki
+    tls, plain = b.ports["tls"], b.ports["port"]
+    ca = f"tls_ca={pki.ca}"
+    cases: list[tuple[str, type[omnibus.Error], str]] = [
+        (f"amqps://guest:{SECRET}@localhost:{tls}/r?{ca}", omnibus.Unavailable, "wrong user name or password"),
+        (f"amqps://guest:guest@localhost:{tls}/r?tls_ca={pki.other_ca}", omnibus.Unavailable, "TLS handshake failed"),
+        # rabbitmq-c matches the host name against the certificate's DNS names only, not its IP addresses.
+        (f"amqps://guest:guest@127.0.0.1:{tls}/r?{ca}", omnibus.Unavailable, "does not name host '127.0.0.1'"),
+        (f"amqps://guest:guest@localhost:{plain}/r?{ca}", omnibus.Unavailable, "is the port a TLS listener"),
+        (f"amqp://guest:guest@127.0.0.1:{tls}/r", omnibus.Unavailable, "a TLS port. then use amqps://"),
+        (f"amqp://guest:guest@127.0.0.1:{plain}/r?{ca}", omnibus.InvalidArgument, "amqp:// is plaintext"),
+        (f"amqps://guest:guest@localhost:{tls}/r?{ca}&tls_key={pki.client_key}", omnibus.InvalidArgument,
+         "tls_cert and tls_key go together"),
+        (f"amqps://guest:guest@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
+         "tls_ca=/nonexistent/ca.pem cannot be loaded"),
+    ]
+    for url, error, text in cases:
+        with pytest.raises(error, match=text) as e:
+            omnibus.publisher(url)
+        assert SECRET not in str(e.value)
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
     "amqp": lambda p: f"amqp://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "amqps": lambda p: f"amqps://u:{SECRET}@localhost:{p}/t?connect_timeout_ms=1000",
     "nats": lambda p: f"nats://u:{SECRET}@127.0.0.1:{p}/t",
     "nats-token": lambda p: f"nats://{SECRET}@127.0.0.1:{p}/t",
     "mqtt": lambda p: f"mqtt://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",

@@ -26,7 +26,7 @@ namespace omnibus {
 namespace {
 // The reason a protocol scheme has no driver in this build. The native
 // library's presence is decided at configure time (cmake/drivers.cmake).
-std::string missing(bool have_library, const char* library, const char* apt) {
+[[maybe_unused]] std::string missing(bool have_library, const char* library, const char* apt) {
   if (!have_library)
     return std::string(library) + " was not found when omnibus was built (or the driver was turned off with "
            "OMNIBUS_WITH_<NAME>=OFF); install " + apt + " (make deps) and reinstall omnibus";
@@ -53,10 +53,13 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #endif
 #ifdef OMNIBUS_DRIVER_AMQP
   registry.add(make_amqp_driver());
+  registry.add(make_amqps_driver());
 #elif defined(OMNIBUS_HAVE_AMQP)
   registry.add_unavailable("amqp", missing(true, "rabbitmq-c", "librabbitmq-dev"));
+  registry.add_unavailable("amqps", missing(true, "rabbitmq-c", "librabbitmq-dev"));
 #else
   registry.add_unavailable("amqp", missing(false, "rabbitmq-c", "librabbitmq-dev"));
+  registry.add_unavailable("amqps", missing(false, "rabbitmq-c", "librabbitmq-dev"));
 #endif
 #ifdef OMNIBUS_DRIVER_NATS
   registry.add(make_nats_driver());

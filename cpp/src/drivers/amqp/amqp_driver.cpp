@@ -128,16 +128,22 @@ std::vector<OptionSpec> common_options() {
       {"heartbeat", OptionType::Int, "30", "heartbeat interval in seconds asked of the broker; 0 turns heartbeats off", {}, 0, 65535},
       {"connect_timeout_ms", OptionType::Int, "10000",
        "bound on connecting and on each broker round trip; how long messages wait for a reconnect", {}, 1},
+      {"tls_ca", OptionType::String, "", "amqps://: CA certificate file (PEM) the broker's certificate is checked against; default: the system's CAs"},
+      {"tls_cert", OptionType::String, "", "amqps://: client certificate file (PEM), for brokers that verify clients (with tls_key)"},
+      {"tls_key", OptionType::String, "", "amqps://: the client certificate's private key file (PEM)"},
+      {"tls_verify", OptionType::Bool, "true", "amqps://: check the broker's certificate and that it names the host; false: encrypted but not authenticated"},
       {"max_message_bytes", OptionType::Int, "134217728",
        "largest message sent (RabbitMQ's max_message_size, default 128 MiB); a larger one fails alone", {}, 1},
   };
 }
 
+// One class for both schemes: amqps:// is the same protocol over TLS.
 class AmqpDriver : public Driver {
  public:
-  std::string scheme() const override { return "amqp"; }
+  explicit AmqpDriver(bool tls) : tls_(tls) {}
+  std::string scheme() const override { return tls_ ? "amqps" : "amqp"; }
   std::string description() const override {
-    return std::string("AMQP 0-9-1 (RabbitMQ) through rabbitmq-c ") + amqp_version() +
+    return std::string("AMQP 0-9-1 (RabbitMQ) through rabbitmq-c ") + amqp_version() + (tls_ ? ", over TLS" : "") +
            ": pipelined publisher confirms, mandatory returns, manual acks, nack/requeue or dead-letter";
   }
   std::vector<OptionSpec> sender_options() const override {
@@ -170,10 +176,14 @@ class AmqpDriver : public Driver {
   std::shared_ptr<Receiver> open_receiver(const Url& url, const OptionValues& options, const ReceiverSettings&) override {
     return make_amqp_receiver(url, options);
   }
+
+ private:
+  bool tls_;
 };
 
 }  // namespace
 
-std::shared_ptr<Driver> make_amqp_driver() { return std::make_shared<AmqpDriver>(); }
+std::shared_ptr<Driver> make_amqp_driver() { return std::make_shared<AmqpDriver>(false); }
+std::shared_ptr<Driver> make_amqps_driver() { return std::make_shared<AmqpDriver>(true); }
 
 }  // namespace omnibus

@@ -3,6 +3,7 @@
 #include "drivers/amqp/connection.hpp"
 
 #include <amqp_tcp_socket.h>
+#include <amqp_ssl_socket.h>
 #include <poll.h>
 
 namespace omnibus::detail::amqp {
@@ -182,7 +183,18 @@ ConnSettings conn_settings(const Url& url, const OptionValues& o) {
   const auto& h = url.hosts.front();
   if (h.host.empty()) throw Error(ErrorCode::InvalidArgument, "amqp:// URL '" + url.text + "' names no broker host");
   s.host = h.host;
-  s.port = h.port ? h.port : 5672;
+  s.tls = url.scheme == "amqps";
+  s.port = h.port ? h.port : (s.tls ? 5671 : 5672);
+  s.tls_ca = o.get_string("tls_ca");
+  s.tls_cert = o.get_string("tls_cert");
+  s.tls_key = o.get_string("tls_key");
+  s.tls_verify = o.get_bool("tls_verify");
+  if (!s.tls && (!s.tls_ca.empty() || !s.tls_cert.empty() || !s.tls_key.empty() || !s.tls_verify))
+    throw Error(ErrorCode::InvalidArgument, "amqp:// URL '" + url.text + "' has TLS options, but amqp:// is plaintext: "
+                                            "use amqps://host[:5671]/... for TLS");
+  if (s.tls_cert.empty() != s.tls_key.empty())
+    throw Error(ErrorCode::InvalidArgument, "amqps:// URL '" + url.text + "': tls_cert and tls_key go together (the "
+                                            "client certificate and its private key, PEM files); one of them is missing");
   if (url.has_userinfo) {
     s.user = url.user;
     s.password = url.password;
@@ -197,12 +209,38 @@ ConnSettings conn_settings(const Url& url, const OptionValues& o) {
 ConnHandle connect(const ConnSettings& s) {
   ConnHandle conn(amqp_new_connection());
   if (!conn) throw Error(ErrorCode::ResourceExhausted, "rabbitmq-c could not allocate a connection");
-  amqp_socket_t* sock = amqp_tcp_socket_new(conn.get());  // owned by conn
+  amqp_socket_t* sock = s.tls ? amqp_ssl_socket_new(conn.get()) : amqp_tcp_socket_new(conn.get());  // owned by conn
   if (!sock) throw Error(ErrorCode::ResourceExhausted, "rabbitmq-c could not allocate a socket");
+  if (s.tls) {
+    // Without tls_ca, OpenSSL's default CA paths (the system's CAs).
+    if (!s.tls_ca.empty() && amqp_ssl_socket_set_cacert(sock, s.tls_ca.c_str()) != AMQP_STATUS_OK)
+      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_ca=" + s.tls_ca + " cannot be loaded (a PEM CA certificate file)");
+    if (!s.tls_cert.empty() && amqp_ssl_socket_set_key(sock, s.tls_cert.c_str(), s.tls_key.c_str()) != AMQP_STATUS_OK)
+      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_cert=" + s.tls_cert + " with tls_key=" + s.tls_key +
+                                                  " cannot be loaded (PEM files; the key must match the certificate)");
+    amqp_ssl_socket_set_verify_peer(sock, s.tls_verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_hostname(sock, s.tls_verify ? 1 : 0);
+  }
   timeval tv{static_cast<time_t>(s.connect_timeout.count() / 1000),
              static_cast<suseconds_t>((s.connect_timeout.count() % 1000) * 1000)};
   int status = amqp_socket_open_noblock(sock, s.host.c_str(), s.port, &tv);
-  if (status != AMQP_STATUS_OK) throw status_error(status, "cannot connect to the AMQP broker at " + s.where);
+  if (status != AMQP_STATUS_OK) {
+    Error e = status_error(status, "cannot connect to the AMQP broker at " + s.where);
+    switch (status) {
+      case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+        throw Error(ErrorCode::Unavailable, std::string(e.what()) + " -- the broker's certificate does not name host '" +
+                                                s.host + "' (or tls_verify=false to skip the check)", status, false);
+      case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+      case AMQP_STATUS_SSL_ERROR:
+      case AMQP_STATUS_SSL_CONNECTION_FAILED:
+        throw Error(ErrorCode::Unavailable,
+                    std::string(e.what()) + " -- TLS handshake failed: is tls_ca the CA that signed the broker's "
+                                            "certificate, is the port a TLS listener, does the broker accept tls_cert?",
+                    status, false);
+      default:
+        throw e;
+    }
+  }
   amqp_set_handshake_timeout(conn.get(), &tv);
   amqp_set_rpc_timeout(conn.get(), &tv);
   amqp_rpc_reply_t r = amqp_login(conn.get(), s.vhost.c_str(), 0, kFrameMax, s.heartbeat, AMQP_SASL_METHOD_PLAIN,
@@ -217,6 +255,9 @@ ConnHandle connect(const ConnSettings& s) {
       throw Error(ErrorCode::Unavailable,
                   std::string(e.what()) + " -- the vhost does not exist or the user may not use it (option vhost=, default /)",
                   e.native_code(), false);
+    if (!s.tls && (e.native_code() == AMQP_STATUS_CONNECTION_CLOSED || e.native_code() == AMQP_STATUS_SOCKET_ERROR))
+      throw Error(ErrorCode::Unavailable, std::string(e.what()) + " -- the broker closed the connection during the "
+                                          "handshake (a TLS port? then use amqps://)", e.native_code(), true);
     throw e;
   }
   amqp_channel_open(conn.get(), kChannel);

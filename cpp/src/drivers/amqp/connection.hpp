@@ -92,9 +92,14 @@ struct ConnSettings {
   int heartbeat = 30;
   std::chrono::milliseconds connect_timeout{10000};
   std::string where;  // host:port vhost, for messages
+  // amqps:// only: TLS, the CA that signed the broker's certificate, the client certificate.
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
+  bool tls_verify = true;  // the broker's certificate and that it names the host
 };
 
-// Throws InvalidArgument for a URL without a host.
+// Throws InvalidArgument for a URL without a host, and for TLS options on an
+// amqp:// (plaintext) URL.
 ConnSettings conn_settings(const Url& url, const OptionValues& o);
 
 // One AMQP connection with channel 1 open. Blocks up to the connect timeout;

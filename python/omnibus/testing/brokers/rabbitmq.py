@@ -165,8 +165,26 @@ class RabbitMQ(Broker):
     install_hint = "install Debian's rabbitmq-server package (make deps)"
     default_start_timeout = 90.0  # a cold Erlang boot on a small CI machine takes several seconds
 
+    def __init__(self, *, tls: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        # With tls, a second listener (port "tls") serves AMQP over TLS with certificates from
+        # omnibus.testing.certs (self.pki); client certificates are checked when given, not required.
+        self.pki = None
+        if tls:
+            from ..certs import make_pki
+
+            self.pki = make_pki(self.dir / "pki")
+
     def _ports(self) -> Sequence[str]:
-        return ("port", "dist", "epmd")
+        return ("port", "dist", "epmd", "tls") if self.pki else ("port", "dist", "epmd")
+
+    @property
+    def tls_url(self) -> str:
+        """``amqps://guest:guest@localhost:TLS_PORT?tls_ca=CA`` (no path): the TLS listener, checked
+        against this broker's CA. "localhost" because that is the name its certificate gives."""
+        if not self.pki:
+            raise ValueError(f"{self.name} was started without tls=True")
+        return f"amqps://guest:guest@localhost:{self.ports['tls']}?tls_ca={self.pki.ca}"
 
     @property
     def nodename(self) -> str:
@@ -195,6 +213,15 @@ class RabbitMQ(Broker):
             # which looks like a hang; a test broker stores little.
             "disk_free_limit.absolute = 10MB",
         ]
+        if self.pki:
+            conf += [
+                f"listeners.ssl.default = {LOOPBACK}:{self.ports['tls']}",
+                f"ssl_options.cacertfile = {self.pki.ca}",
+                f"ssl_options.certfile = {self.pki.server_cert}",
+                f"ssl_options.keyfile = {self.pki.server_key}",
+                "ssl_options.verify = verify_peer",
+                "ssl_options.fail_if_no_peer_cert = false",
+            ]
         (self.dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         # Erlang distribution on loopback only (the default is every interface).
         (self.dir / "advanced.config").write_text("[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}].\n")
