@@ -127,6 +127,49 @@ def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
         assert SECRET not in str(e.value)
 
 
+@pytest.fixture(scope="module")
+def kafka_tls_broker() -> Iterator[Any]:
+    """Kafka with an SSL listener that requires client certificates and a SASL_SSL one (PLAIN)."""
+    from omnibus.testing.brokers.kafka import Kafka
+
+    if Kafka.missing():
+        pytest.skip(Kafka.missing() or "")
+    with Kafka(name="kafka-tls", tls=True) as broker:
+        yield broker
+
+
+def _kafka_round_trip(url: str) -> None:
+    with omnibus.subscriber(f"{url}&offset_reset=earliest") as sub, omnibus.publisher(url) as pub:
+        pub.publish(b"secured").result(timeout=30)
+        assert bytes(sub.receive(timeout=30).payload) == b"secured"
+
+
+def test_kafka_over_tls_with_a_client_certificate_or_sasl(kafka_tls_broker: Any) -> None:
+    b, pki = kafka_tls_broker, kafka_tls_broker.pki
+    ca = f"tls_ca={pki.ca}"
+    _kafka_round_trip(f"kafka://127.0.0.1:{b.ports['ssl']}/mtls?{ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+    password = b.sasl_users["omnibus"]
+    _kafka_round_trip(f"kafka://omnibus:{password}@127.0.0.1:{b.ports['sasl_ssl']}/saslssl?{ca}")
+
+
+def test_kafka_tls_refusals_name_the_cause(kafka_tls_broker: Any) -> None:
+    b, pki = kafka_tls_broker, kafka_tls_broker.pki
+    ssl, sasl_ssl, plain = b.ports["ssl"], b.ports["sasl_ssl"], b.ports["port"]
+    mtls = f"tls_cert={pki.client_cert}&tls_key={pki.client_key}&connect_timeout_ms=2000"
+    cases = [
+        # librdkafka's own words for the cause are in the error.
+        (f"kafka://127.0.0.1:{ssl}/r?tls_ca={pki.other_ca}&{mtls}", "certificate verify failed"),
+        (f"kafka://127.0.0.1:{ssl}/r?tls_ca={pki.ca}&connect_timeout_ms=2000", "bad certificate"),  # none given
+        (f"kafka://omnibus:{SECRET}@127.0.0.1:{sasl_ssl}/r?tls_ca={pki.ca}&connect_timeout_ms=2000",
+         "Invalid username or password"),
+        (f"kafka://127.0.0.1:{plain}/r?tls_ca={pki.ca}&{mtls}", "SSL handshake failed"),  # TLS to a plaintext port
+    ]
+    for url, text in cases:
+        with pytest.raises(omnibus.Unavailable, match=text) as e:
+            omnibus.publisher(url)
+        assert SECRET not in str(e.value)
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",

@@ -42,6 +42,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -55,8 +56,42 @@
 namespace omnibus {
 namespace {
 
+// librdkafka tells why a connection failed (a TLS handshake, a refused SASL
+// login) only in its log, at error level from its broker threads; the last
+// such line per client is kept for the Unavailable that opening raises when
+// no broker answered. librdkafka never logs sasl.password.
+class FailReasons {
+ public:
+  static FailReasons& instance() {
+    static FailReasons* r = new FailReasons;  // never destroyed: broker threads may log during exit
+    return *r;
+  }
+  void note(const rd_kafka_t* rk, const char* line) {
+    std::lock_guard lock(mu_);
+    auto& last = last_[rk];
+    // "N/N brokers are down" follows each failure: it would hide the reason.
+    if (last.empty() || std::strstr(line, "brokers are down") == nullptr) last = line;
+  }
+  std::string last(const rd_kafka_t* rk) {
+    std::lock_guard lock(mu_);
+    auto it = last_.find(rk);
+    return it == last_.end() ? std::string() : it->second;
+  }
+  void forget(const rd_kafka_t* rk) {
+    std::lock_guard lock(mu_);
+    last_.erase(rk);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<const rd_kafka_t*, std::string> last_;
+};
+
 struct HandleDeleter {
-  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+  void operator()(rd_kafka_t* rk) const {
+    rd_kafka_destroy(rk);
+    FailReasons::instance().forget(rk);  // after: no broker thread logs any more
+  }
 };
 struct ConfDeleter {
   void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
@@ -184,7 +219,9 @@ Conf base_conf(const Url& url, const OptionValues& options) {
   // librdkafka would print connection errors to stderr behind the user's back;
   // they reach the caller as delivery results and exceptions instead.
   conf_set(conf.get(), "log_level", "3", "log_level");
-  rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t*, int, const char*, const char*) {});
+  rd_kafka_conf_set_log_cb(conf.get(), [](const rd_kafka_t* rk, int level, const char*, const char* line) {
+    if (level <= 3) FailReasons::instance().note(rk, line);
+  });
   // Topics are created by ensure_topic with the partitions asked for; a
   // metadata request must not auto-create them first with the broker default.
   conf_set(conf.get(), "allow.auto.create.topics", "false", "allow.auto.create.topics");
@@ -354,9 +391,11 @@ int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int r
   if (where.find(" as SASL user ") != std::string::npos && last == RD_KAFKA_RESP_ERR__TRANSPORT)
     hint = "; a refused SASL login looks like this (the broker closes the connection): check the user, the "
            "password and sasl_mechanism";
+  const std::string reason = FailReasons::instance().last(rk);
   throw Error(ErrorCode::Unavailable,
               "no Kafka broker at " + where + " answered with topic '" + topic + "' within " +
-                  std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) + ")" + hint,
+                  std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) +
+                  (reason.empty() ? "" : "; librdkafka: " + reason) + ")" + hint,
               static_cast<int>(last));
 }
 

@@ -292,6 +292,7 @@ class Kafka(Broker):
         heap: str = "384m",
         log_level: str = "WARN",
         sasl_users: dict[str, str] | None = None,
+        tls: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -306,6 +307,14 @@ class Kafka(Broker):
         # By default one user "omnibus" with a random password (sasl_url()), so
         # that every test broker can show authentication; {}: no SASL listener.
         self.sasl_users = {"omnibus": secrets.token_hex(12)} if sasl_users is None else dict(sasl_users)
+        # With tls, two more listeners with certificates from omnibus.testing.certs (self.pki):
+        # SSL (port "ssl"), which requires a client certificate, and SASL_SSL (port "sasl_ssl",
+        # the SASL users over TLS, no client certificate asked).
+        self.pki = None
+        if tls:
+            from ..certs import make_pki
+
+            self.pki = make_pki(self.dir / "pki")
 
     @classmethod
     def missing(cls) -> str | None:
@@ -320,7 +329,8 @@ class Kafka(Broker):
         return None  # the first start fetches them
 
     def _ports(self) -> Sequence[str]:
-        return ("port", "controller", "sasl") if self.sasl_users else ("port", "controller")
+        ports = ("port", "controller", "sasl") if self.sasl_users else ("port", "controller")
+        return ports + (("ssl", "sasl_ssl") if self.pki else ())
 
     def sasl_url(self, user: str = "omnibus") -> str:
         """kafka://USER:PASSWORD@host:port of the SASL listener (the password percent-encoded);
@@ -376,6 +386,25 @@ class Kafka(Broker):
                 f"{prefix}.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                 f"{prefix}.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             }
+        if self.pki:
+            if not self.sasl_users:
+                raise ValueError("tls=True needs SASL users for its SASL_SSL listener (sasl_users={} turned them off)")
+            # PEM keystore: the server's key and certificate in one file (Kafka reads unencrypted PKCS#8).
+            keystore = self.dir / "pki" / "server-keystore.pem"
+            keystore.write_text(self.pki.server_key.read_text() + self.pki.server_cert.read_text())
+            keystore.chmod(0o600)
+            listeners += [f"SSL://{LOOPBACK}:{self.ports['ssl']}", f"SASL_SSL://{LOOPBACK}:{self.ports['sasl_ssl']}"]
+            protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL"]
+            sasl.update({
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": keystore,
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": self.pki.ca,
+                "listener.name.ssl.ssl.client.auth": "required",
+                # The same logins as the SASL_PLAINTEXT listener (every enabled mechanism needs its entry).
+                **{k.replace("listener.name.sasl_plaintext.", "listener.name.sasl_ssl."): v
+                   for k, v in sasl.items() if k.startswith("listener.name.sasl_plaintext.")},
+            })
         props = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
@@ -425,7 +454,7 @@ class Kafka(Broker):
         # as invalid credentials; PLAIN is what the tests show.
         for user, password in self.sasl_users.items():
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
-                cmd += ["--add-scram", f'{mechanism}=[name="{user}",password="{password}"]']
+                cmd += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         with open(self.log_path, "ab") as log:
             try:
                 r = subprocess.run(
