@@ -77,6 +77,9 @@ void export_registry(py::module_& m) {
       "parse_url",
       [](const std::string& text) { return url_to_dict(Url::parse(text)); },
       py::arg("url"), "Parse a URL as the engine does (for tools and tests); raises InvalidArgument.");
+  m.def("redact_url", [](const std::string& text) { return Url::redact(text); }, py::arg("url"),
+        "The URL as omnibus shows it in errors, reprs and logs: the password (or a lone userinfo, "
+        "which may be a token) replaced by ***. Never raises.");
 }
 
 }  // namespace omnibus::bind

@@ -204,6 +204,12 @@ def test_no_secret_in_errors(driver: str, capfd: pytest.CaptureFixture[str]) -> 
     assert not [t for t in texts if SECRET in t], "the password was shown"
 
 
+def test_redact_url_masks_passwords_and_tokens() -> None:
+    assert omnibus.redact_url(f"amqp://u:{SECRET}@h/x?y=1") == "amqp://u:***@h/x?y=1"
+    assert omnibus.redact_url(f"nats://{SECRET}@h:4222/s") == "nats://***@h:4222/s"
+    assert omnibus.redact_url("kafka://h/t@x") == "kafka://h/t@x"  # '@' outside the authority
+
+
 def test_repr_masks_the_password(nats_secure_url: str) -> None:
     url = nats_secure_url.replace("?", "/repr?", 1)
     password = url.split("://omnibus:", 1)[1].split("@", 1)[0]

@@ -91,6 +91,7 @@ __all__ = [
     "drivers",
     "option_pairs",
     "publisher",
+    "redact_url",
     "register_codec",
     "register_driver",
     "subscriber",
@@ -149,6 +150,12 @@ def subscriber(url: str, *, codec: CodecLike = "raw", **options: OptionValue) ->
 def drivers() -> list[dict[str, Any]]:
     """The drivers in this build, each with its scheme, description and options."""
     return list(_core.drivers())
+
+
+def redact_url(url: str) -> str:
+    """``url`` as omnibus shows it in errors, reprs and logs: its password, or a lone userinfo
+    (``nats://TOKEN@host``), replaced by ``***``. For tools that print URLs."""
+    return _core.redact_url(url)
 
 
 def unavailable_drivers() -> dict[str, str]:

@@ -188,11 +188,6 @@ def _drivers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redact(url: str) -> str:
-    """The URL with the password of its userinfo replaced by ***, as omnibus' own messages show URLs."""
-    return re.sub(r"^([a-z0-9+.-]+://[^/?@:]*:)[^/?@]*@", r"\1***@", url)
-
-
 def _brokers(args: argparse.Namespace) -> int:
     from .testing.brokers import control
 
@@ -207,7 +202,7 @@ def _brokers(args: argparse.Namespace) -> int:
     for r in results:
         took = f" (ready in {r.seconds:.1f} s)" if r.seconds is not None else ""
         # The URL may carry a (test server's) secret key: shown masked, in full in omnibus.env.
-        url = _redact(r.url) if r.url else "-"
+        url = omnibus.redact_url(r.url) if r.url else "-"
         print(f"{r.kind:<6} {r.state:<8} {url}{took}{'  ' + r.detail if r.detail else ''}")
     if args.action == "up" and any(r.url for r in results):
         print(f"\nURLs for a shell: source {control.state_dir() / 'omnibus.env'}")
