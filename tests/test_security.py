@@ -170,6 +170,39 @@ def test_kafka_tls_refusals_name_the_cause(kafka_tls_broker: Any) -> None:
         assert SECRET not in str(e.value)
 
 
+@pytest.fixture(scope="module")
+def mqtt_auth_broker() -> Iterator[Any]:
+    """Mosquitto without anonymous access: user omnibus, every topic but secret/# (ACL)."""
+    from omnibus.testing.brokers.mosquitto import Mosquitto
+
+    if Mosquitto.missing():
+        pytest.skip(Mosquitto.missing() or "")
+    with Mosquitto(name="mqtt-auth", auth=True, persistence=False) as broker:
+        yield broker
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_mqtt_password_login_and_refusals(mqtt_auth_broker: Any, version: str, tmp_path: Path) -> None:
+    b = mqtt_auth_broker
+    host = _host(b)
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(b.password)
+    _round_trip(f"mqtt://omnibus:{b.password}@{host}/plant/a?qos=1&version={version}")
+    _round_trip(f"mqtt://omnibus@{host}/plant/b?qos=1&version={version}&password_file={pw_file}")
+    for url in (f"mqtt://omnibus:{SECRET}@{host}/plant/c?version={version}", f"mqtt://{host}/plant/c?version={version}"):
+        with pytest.raises(omnibus.Unavailable, match="(?i)not authorized") as e:
+            omnibus.publisher(url)
+        assert SECRET not in str(e.value)
+
+
+def test_mqtt5_reports_a_publish_the_acl_denies(mqtt_auth_broker: Any) -> None:
+    # MQTT 5's PUBACK carries the reason; MQTT 3.1.1's cannot (the broker acks and drops the message).
+    b = mqtt_auth_broker
+    with omnibus.publisher(f"mqtt://omnibus:{b.password}@{_host(b)}/secret/plans?qos=1&version=5") as pub:
+        with pytest.raises(omnibus.Unavailable, match="Not authorized"):
+            pub.publish(b"x").result(timeout=10)
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",

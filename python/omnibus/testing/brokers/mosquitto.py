@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import getpass
+import secrets
 import socket
 import struct
+import subprocess
 
 from ._base import LOOPBACK, Broker
 
 
-def mqtt_probe(host: str, port: int, timeout: float = 2.0) -> None:
-    """MQTT 3.1.1 CONNECT, expect CONNACK 'accepted', then DISCONNECT. Raises otherwise."""
+def mqtt_probe(host: str, port: int, timeout: float = 2.0, login: tuple[str, str] | None = None) -> None:
+    """MQTT 3.1.1 CONNECT (as ``login`` = (user, password) when given), expect CONNACK
+    'accepted', then DISCONNECT. Raises otherwise."""
     client_id = b"omnibus-probe"
-    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol name, level 4, clean session, keepalive 10 s
+    flags = 0x02 | (0xC0 if login else 0)  # clean session, user name and password
+    variable = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x0a"  # protocol name, level 4, keepalive 10 s
     payload = struct.pack("!H", len(client_id)) + client_id
+    for field in login or ():
+        raw = field.encode()
+        payload += struct.pack("!H", len(raw)) + raw
     body = variable + payload
+    if len(body) > 127:
+        raise ValueError("the probe's CONNECT is too long for its one-byte length")
     packet = b"\x10" + bytes([len(body)]) + body
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(packet)
@@ -27,21 +36,27 @@ def mqtt_probe(host: str, port: int, timeout: float = 2.0) -> None:
 
 
 class Mosquitto(Broker):
-    """Mosquitto with anonymous access on one loopback listener; persistence as asked."""
+    """Mosquitto with anonymous access on one loopback listener; persistence as asked.
+
+    ``auth=True``: no anonymous access; user ``omnibus`` logs in with ``self.password`` and may
+    use every topic except ``secret/#`` (denied by the ACL), to show refusals.
+    """
 
     kind = "mqtt"
     program = "mosquitto"
     install_hint = "install Debian's mosquitto package (make deps)"
     default_start_timeout = 30.0
 
-    def __init__(self, *, persistence: bool = True, **kwargs: object) -> None:
+    def __init__(self, *, persistence: bool = True, auth: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.persistence = persistence
+        self.auth = auth
+        self.password = secrets.token_hex(12)
 
     def _prepare(self) -> None:
         lines = [
             f"listener {self.ports['port']} {LOOPBACK}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.auth else 'true'}",
             # Started as root, mosquitto would switch to user 'mosquitto', who
             # cannot write the persistence file in our private directory.
             f"user {getpass.getuser()}",
@@ -59,10 +74,18 @@ class Mosquitto(Broker):
             # count of messages received from them.
             "sys_interval 1",
         ]
+        if self.auth:
+            passwords, acl = self.dir / "passwords", self.dir / "acl"
+            # mosquitto_passwd writes the salted hash; -c starts a new file.
+            subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "omnibus", self.password],
+                           check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            passwords.chmod(0o600)
+            acl.write_text("user omnibus\ntopic deny secret/#\ntopic readwrite #\n")
+            lines += [f"password_file {passwords}", f"acl_file {acl}"]
         (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
     def _command(self) -> list[str]:
         return [self.program, "-c", str(self.dir / "mosquitto.conf")]
 
     def _probe(self) -> None:
-        mqtt_probe(LOOPBACK, self.ports["port"])
+        mqtt_probe(LOOPBACK, self.ports["port"], login=("omnibus", self.password) if self.auth else None)
