@@ -3,7 +3,7 @@
 // NATS headers, and how received NATS headers become them again. Pure
 // functions over plain types, without cnats, so that they are unit-tested
 // (cpp/tests/nats_envelope_test.cpp) and fuzzed (cpp/fuzz/nats_envelope_fuzz.cpp)
-// on every build; nats_driver.cpp converts to and from natsMsg.
+// on every build; common.cpp converts to and from natsMsg.
 //
 // Keys and headers: NATS has no key. The key travels as header Omnibus-Key
 // (text) or Omnibus-Key-B64 (base64; a lone '=' is the empty key) and the
