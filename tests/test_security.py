@@ -203,6 +203,44 @@ def test_mqtt5_reports_a_publish_the_acl_denies(mqtt_auth_broker: Any) -> None:
             pub.publish(b"x").result(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def redis_secure_broker() -> Iterator[Any]:
+    """redis-server with a password, a plaintext port and a TLS port (the harness CA)."""
+    from omnibus.testing.brokers.redis import Redis
+
+    if Redis.missing():
+        pytest.skip(Redis.missing() or "")
+    with Redis(name="redis-secure", tls=True, auth=True, appendonly=False) as broker:
+        yield broker
+
+
+def test_redis_password_and_tls(redis_secure_broker: Any, tmp_path: Path) -> None:
+    b, pki = redis_secure_broker, redis_secure_broker.pki
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(b.password + "\n")
+    _round_trip(f"redis://127.0.0.1:{b.ports['port']}/plain?password_file={pw_file}")
+    _round_trip(f"rediss://:{b.password}@localhost:{b.ports['tls']}/tls?tls_ca={pki.ca}")
+    _round_trip(f"rediss://:{b.password}@localhost:{b.ports['tls']}/mtls?tls_ca={pki.ca}"
+                f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+
+
+def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
+    b, pki = redis_secure_broker, redis_secure_broker.pki
+    plain, tls = b.ports["port"], b.ports["tls"]
+    cases: list[tuple[str, type[omnibus.Error], str]] = [
+        (f"redis://:{SECRET}@127.0.0.1:{plain}/r", omnibus.Unavailable, "refused the login"),
+        (f"redis://127.0.0.1:{plain}/r", omnibus.Unavailable, "refused the login"),
+        (f"rediss://:{SECRET}@localhost:{tls}/r?tls_ca={pki.other_ca}", omnibus.Unavailable, "certificate verify failed"),
+        (f"redis://:{SECRET}@127.0.0.1:{plain}/r?tls_ca={pki.ca}", omnibus.InvalidArgument, "redis:// is plaintext"),
+        (f"rediss://:{SECRET}@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
+         "tls_ca=/nonexistent/ca.pem cannot be read"),
+    ]
+    for url, error, text in cases:
+        with pytest.raises(error, match=text) as e:
+            omnibus.publisher(url)
+        assert SECRET not in str(e.value)
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",

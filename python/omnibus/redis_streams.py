@@ -56,6 +56,25 @@ def _client(url: dict[str, Any], options: dict[str, Any]) -> Any:
             f"redis:// needs the stream name as the URL path (redis://host:port/orders), got {url['text']}"
         )
     timeout = options["connect_timeout_ms"] / 1000
+    tls = url["scheme"] == "rediss"
+    tls_files = {k: options[k] for k in ("tls_ca", "tls_cert", "tls_key") if options[k]}
+    if not tls and (tls_files or not options["tls_verify"]):
+        raise omnibus.InvalidArgument(
+            f"redis:// URL {url['text']} has TLS options, but redis:// is plaintext: use rediss://host:port/stream for TLS"
+        )
+    if bool(options["tls_cert"]) != bool(options["tls_key"]):
+        raise omnibus.InvalidArgument(
+            f"{url['text']}: tls_cert and tls_key go together (the client certificate and its private key, PEM files); "
+            "one of them is missing"
+        )
+    for name, path in tls_files.items():
+        if not os.access(path, os.R_OK):
+            raise omnibus.InvalidArgument(f"{url['text']}: {name}={path} cannot be read (missing, or not readable)")
+    ssl = {}
+    if tls:
+        ssl = {"ssl": True, "ssl_ca_certs": options["tls_ca"] or None, "ssl_certfile": options["tls_cert"] or None,
+               "ssl_keyfile": options["tls_key"] or None, "ssl_cert_reqs": "required" if options["tls_verify"] else "none",
+               "ssl_check_hostname": bool(options["tls_verify"])}
     client = redis.Redis(
         host=host or "127.0.0.1",
         port=port or 6379,
@@ -66,6 +85,7 @@ def _client(url: dict[str, Any], options: dict[str, Any]) -> Any:
         # Above the longest XREADGROUP BLOCK the engine asks for (100 ms polls).
         socket_timeout=max(timeout, 10.0),
         protocol=2,  # the reply shapes parsed below (redis-py 8 speaks RESP3 by default)
+        **ssl,
     )
     # Raw replies for the stream reads: redis-py's parsers turn an entry's
     # fields into a dict, which would drop repeated header names.
@@ -85,9 +105,11 @@ def _error(e: BaseException, context: str) -> omnibus.Error:
 
     if isinstance(e, omnibus.Error):
         return e
+    if isinstance(e, rx.AuthenticationError):  # a ConnectionError too: refused logins first
+        return omnibus.Unavailable(f"{context}: the server refused the login: {e} (check the user and password)")
     if isinstance(e, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError)):
         return omnibus.Unavailable(f"{context}: {e}")
-    if isinstance(e, rx.AuthenticationError) or isinstance(e, rx.ResponseError) and "NOPERM" in str(e):
+    if isinstance(e, rx.ResponseError) and "NOPERM" in str(e):
         return omnibus.InvalidArgument(f"{context}: {e}")
     if isinstance(e, rx.ResponseError) and "OOM" in str(e):
         return omnibus.ResourceExhausted(f"{context}: {e}")
@@ -112,6 +134,12 @@ _CAPABILITIES = {
 _COMMON = [
     Option("db", "int", "0", "Redis logical database", min=0),
     Option("connect_timeout_ms", "int", "5000", "how long opening waits for Redis before Unavailable", min=1),
+    Option("tls_ca", "str", "", "rediss://: CA certificate file (PEM) the server's certificate is checked against; "
+           "default: the system's CAs"),
+    Option("tls_cert", "str", "", "rediss://: client certificate file (PEM), for servers that verify clients (with tls_key)"),
+    Option("tls_key", "str", "", "rediss://: the client certificate's private key file (PEM)"),
+    Option("tls_verify", "bool", "true",
+           "rediss://: check the server's certificate and that it names the host; false: encrypted but not authenticated"),
 ]
 
 
