@@ -106,15 +106,21 @@ def _with_path(base: str, topic: str, extra: str = "") -> str:
     return f"{head.rstrip('/')}/{topic}" + (f"?{query}" if query else "")
 
 
+def started_broker(broker_class: Any, **kwargs: Any) -> Iterator[Any]:
+    """For a fixture: a broker configured its own way (secured, say), started and at the end
+    stopped; the test is skipped, naming why, when the broker's program is missing."""
+    if broker_class.missing():
+        pytest.skip(broker_class.missing())
+    with broker_class(**kwargs) as broker:
+        yield broker
+
+
 @pytest.fixture(scope="session")
 def nats_secure_broker() -> Iterator[Broker]:
     """nats-server with JetStream, TLS only (a CA made for this session) and users (password, NKey)."""
     from omnibus.testing.brokers.nats import NatsServer
 
-    if NatsServer.missing():
-        pytest.skip(NatsServer.missing() or "")
-    with NatsServer(name="nats-secure", tls=True, auth="users") as broker:
-        yield broker
+    yield from started_broker(NatsServer, name="nats-secure", tls=True, auth="users")
 
 
 @pytest.fixture(scope="session")
@@ -131,10 +137,7 @@ def amqp_secure_broker() -> Iterator[Broker]:
     """RabbitMQ with a TLS listener beside its plaintext one (a CA made for this session)."""
     from omnibus.testing.brokers.rabbitmq import RabbitMQ
 
-    if RabbitMQ.missing():
-        pytest.skip(RabbitMQ.missing() or "")
-    with RabbitMQ(name="amqp-secure", tls=True) as broker:
-        yield broker
+    yield from started_broker(RabbitMQ, name="amqp-secure", tls=True)
 
 
 @pytest.fixture(scope="session")

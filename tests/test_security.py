@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import omnibus
+from conftest import started_broker
 from omnibus.testing.brokers.nats import NatsServer
 
 SECRET = "Sup3r-S3cret-Xyz"
@@ -36,13 +37,19 @@ def _round_trip(url: str, payload: bytes = b"secured") -> None:
         assert pub.connected and sub.connected
 
 
+def _all_refused(cases: list[tuple[str, type[omnibus.Error], str]],
+                 opener: Callable[[str], Any] = omnibus.publisher) -> None:
+    """Each URL fails to open with its error class and a message matching its pattern, without SECRET."""
+    for url, error, text in cases:
+        with pytest.raises(error, match=text) as e:
+            opener(url)
+        assert SECRET not in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def nats_token_broker() -> Iterator[NatsServer]:
     """Plaintext, admits one token (nats-server allows a token or users, not both)."""
-    if NatsServer.missing():
-        pytest.skip(NatsServer.missing() or "")
-    with NatsServer(name="nats-token", auth="token", jetstream=False) as broker:
-        yield broker
+    yield from started_broker(NatsServer, name="nats-token", auth="token", jetstream=False)
 
 
 def test_nats_logs_in_every_way_over_tls(nats_secure_broker: Any, tmp_path: Path,
@@ -91,10 +98,7 @@ def test_nats_refusals_name_the_cause(nats_secure_broker: Any, nats_url: str) ->
         (f"nats://omnibus:{SECRET}@{host}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
          "tls_ca=/nonexistent/ca.pem"),
     ]
-    for url, error, text in cases:
-        with pytest.raises(error, match=text) as e:
-            omnibus.subscriber(url)
-        assert SECRET not in str(e.value)
+    _all_refused(cases, omnibus.subscriber)
 
 
 def test_amqps_with_and_without_a_client_certificate(amqp_secure_broker: Any) -> None:
@@ -121,10 +125,7 @@ def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
         (f"amqps://guest:guest@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
          "tls_ca=/nonexistent/ca.pem cannot be loaded"),
     ]
-    for url, error, text in cases:
-        with pytest.raises(error, match=text) as e:
-            omnibus.publisher(url)
-        assert SECRET not in str(e.value)
+    _all_refused(cases)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +133,7 @@ def kafka_tls_broker() -> Iterator[Any]:
     """Kafka with an SSL listener that requires client certificates and a SASL_SSL one (PLAIN)."""
     from omnibus.testing.brokers.kafka import Kafka
 
-    if Kafka.missing():
-        pytest.skip(Kafka.missing() or "")
-    with Kafka(name="kafka-tls", tls=True) as broker:
-        yield broker
+    yield from started_broker(Kafka, name="kafka-tls", tls=True)
 
 
 def _kafka_round_trip(url: str) -> None:
@@ -166,10 +164,7 @@ def test_kafka_tls_refusals_name_the_cause(kafka_tls_broker: Any) -> None:
          "Invalid username or password"),
         (f"kafka://127.0.0.1:{plain}/r?tls_ca={pki.ca}&{mtls}", "librdkafka: .*SSL"),  # TLS to a plaintext port
     ]
-    for url, text in cases:
-        with pytest.raises(omnibus.Unavailable, match=text) as e:
-            omnibus.publisher(url)
-        assert SECRET not in str(e.value)
+    _all_refused([(url, omnibus.Unavailable, text) for url, text in cases])
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +172,7 @@ def mqtt_auth_broker() -> Iterator[Any]:
     """Mosquitto without anonymous access: user omnibus, every topic but secret/# (ACL)."""
     from omnibus.testing.brokers.mosquitto import Mosquitto
 
-    if Mosquitto.missing():
-        pytest.skip(Mosquitto.missing() or "")
-    with Mosquitto(name="mqtt-auth", auth=True, persistence=False) as broker:
-        yield broker
+    yield from started_broker(Mosquitto, name="mqtt-auth", auth=True, persistence=False)
 
 
 @pytest.mark.parametrize("version", ["5", "3.1.1"])
@@ -210,10 +202,7 @@ def redis_secure_broker() -> Iterator[Any]:
     """redis-server with a password, a plaintext port and a TLS port (the harness CA)."""
     from omnibus.testing.brokers.redis import Redis
 
-    if Redis.missing():
-        pytest.skip(Redis.missing() or "")
-    with Redis(name="redis-secure", tls=True, auth=True, appendonly=False) as broker:
-        yield broker
+    yield from started_broker(Redis, name="redis-secure", tls=True, auth=True, appendonly=False)
 
 
 def test_redis_password_and_tls(redis_secure_broker: Any, tmp_path: Path) -> None:
@@ -237,10 +226,7 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
         (f"rediss://:{SECRET}@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
          "tls_ca=/nonexistent/ca.pem cannot be read"),
     ]
-    for url, error, text in cases:
-        with pytest.raises(error, match=text) as e:
-            omnibus.publisher(url)
-        assert SECRET not in str(e.value)
+    _all_refused(cases)
 
 
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
