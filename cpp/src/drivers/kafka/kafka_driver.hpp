@@ -3,7 +3,7 @@
 
 namespace omnibus {
 class Driver;
-// kafka:// on librdkafka (see kafka_driver.cpp for the mapping of options,
-// acks and errors).
+// kafka:// on librdkafka (README.md, "### kafka://", for the URL, options and
+// what acks mean; kafka_driver.cpp for why it works as it does and its pieces).
 std::shared_ptr<Driver> make_kafka_driver();
 }  // namespace omnibus
