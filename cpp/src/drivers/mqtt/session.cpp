@@ -73,6 +73,8 @@ struct Session::Impl {
     bool writing = false;
     bool up = false;  // CONNACK accepted
     bool ping_out = false;
+    // DISCONNECT is queued: nothing more may be written (see send()).
+    bool said_goodbye = false;
     Clock::time_point last_sent = Clock::now(), ping_sent;
   };
 
@@ -179,7 +181,10 @@ struct Session::Impl {
 
   // Drops the connection (if any) and schedules the next attempt.
   void fail(const std::string& why) {
-    if (closing) return shut();
+    if (closing) {
+      log("MQTT: connection ended while closing: " + why);
+      return shut();
+    }
     auto c = conn;
     if (!c) return;
     conn.reset();
@@ -243,9 +248,18 @@ struct Session::Impl {
     });
   }
 
+  // Nothing goes out after DISCONNECT. Once it is written our side is shut
+  // for sending, so a later packet (the PUBCOMP answering a PUBREL that
+  // crossed our DISCONNECT) fails with EPIPE, and the close that follows
+  // resets the connection. Mosquitto writes before it reads and drops a
+  // connection whose write failed, so the reset made it discard the acks
+  // it had received but not read yet: an ack given just before close() was
+  // lost and its message delivered again. What is dropped here is settled
+  // on the next connection of the session (the broker sends PUBREL again).
   void send(const Packet& p) {
     if (opt.log) log(std::string("MQTT: sending ") + packet_name(type_of(p)));
     if (!conn) return;
+    if (conn->said_goodbye) return log("MQTT: not sent, DISCONNECT is out");
     encode(p, opt.version, conn->wnext);
     start_write(conn);
   }
@@ -268,7 +282,7 @@ struct Session::Impl {
       queue.clear();
     }
     auto c = conn;
-    if (!c || !c->up) return;
+    if (!c || !c->up || c->said_goodbye) return;
     const std::size_t window = std::min<std::size_t>(opt.max_inflight, server_receive_max);
     while (!waiting.empty()) {
       Out& o = waiting.front();
@@ -698,7 +712,10 @@ void Session::close(std::chrono::milliseconds drain) {
   asio::post(i->io, [i] {
     i->closing = true;
     if (i->conn && i->conn->up) {
+      // Acks given before close() were posted before this, so they are in
+      // wnext already and leave ahead of DISCONNECT, in the same stream.
       encode(Disconnect{}, i->opt.version, i->conn->wnext);
+      i->conn->said_goodbye = true;
       i->start_write(i->conn);
       // A broker that stops reading must not hold close() up.
       i->keepalive_timer.expires_after(std::chrono::seconds(1));

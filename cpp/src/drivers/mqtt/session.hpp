@@ -135,7 +135,13 @@ class Session {
 
   // Waits up to `drain` for unacknowledged PUBLISHes, sends DISCONNECT, closes
   // the socket and joins the io thread. What is still unacknowledged completes
-  // with Error(Closed). Idempotent; must not be called from a callback.
+  // with Error(Closed). Every ack() that returned before close() was called
+  // is written ahead of DISCONNECT, and the connection is not reset under the
+  // broker while it reads them: after DISCONNECT nothing more is sent, and the
+  // socket is closed once the broker closes its end (or after 1 s, for a
+  // broker that stopped reading). A QoS 2 exchange the broker continues
+  // (its PUBREL) is finished on the session's next connection. Idempotent;
+  // must not be called from a callback.
   void close(std::chrono::milliseconds drain);
 
  private:
