@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import omnibus
 
@@ -159,6 +159,15 @@ class Broker:
         self.detached = False  # started by the CLI, to outlive this process
         self._spawned_at = 0.0
         self._external_pid: int | None = None  # a detached broker found again from its state
+
+    def _certificates(self, tls: bool) -> Any:
+        """For brokers started with TLS: a CA and certificates of their own in ``self.dir/pki``
+        (omnibus.testing.certs, imported only then: it needs the cryptography package); else None."""
+        if not tls:
+            return None
+        from ..certs import make_pki
+
+        return make_pki(self.dir / "pki")
 
     # ---- what subclasses provide -------------------------------------------------
     def _ports(self) -> Sequence[str]:

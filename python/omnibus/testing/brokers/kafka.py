@@ -310,11 +310,7 @@ class Kafka(Broker):
         # With tls, two more listeners with certificates from omnibus.testing.certs (self.pki):
         # SSL (port "ssl"), which requires a client certificate, and SASL_SSL (port "sasl_ssl",
         # the SASL users over TLS, no client certificate asked).
-        self.pki = None
-        if tls:
-            from ..certs import make_pki
-
-            self.pki = make_pki(self.dir / "pki")
+        self.pki = self._certificates(tls)
 
     @classmethod
     def missing(cls) -> str | None:

@@ -88,11 +88,7 @@ class NatsServer(Broker):
         self.routes: list[int] = []  # cluster ports of the other members
         self.tls = tls
         self.auth = auth
-        self.pki = None
-        if tls:
-            from ..certs import make_pki
-
-            self.pki = make_pki(self.dir / "pki")
+        self.pki = self._certificates(tls)
         self.password = secrets.token_hex(12)
         self.token = secrets.token_hex(16)
         self.nkey, seed = make_user_nkey()

@@ -169,11 +169,7 @@ class RabbitMQ(Broker):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         # With tls, a second listener (port "tls") serves AMQP over TLS with certificates from
         # omnibus.testing.certs (self.pki); client certificates are checked when given, not required.
-        self.pki = None
-        if tls:
-            from ..certs import make_pki
-
-            self.pki = make_pki(self.dir / "pki")
+        self.pki = self._certificates(tls)
 
     def _ports(self) -> Sequence[str]:
         return ("port", "dist", "epmd", "tls") if self.pki else ("port", "dist", "epmd")

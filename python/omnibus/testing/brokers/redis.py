@@ -39,11 +39,7 @@ class Redis(Broker):
         self.appendonly = appendonly
         self.auth = auth
         self.password = secrets.token_hex(12)
-        self.pki = None
-        if tls:
-            from ..certs import make_pki
-
-            self.pki = make_pki(self.dir / "pki")
+        self.pki = self._certificates(tls)
 
     def _ports(self) -> Sequence[str]:
         return ("port", "tls") if self.pki else ("port",)
