@@ -14,8 +14,9 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev chromium
 # clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): make fuzz.
+# chromium: the test that opens the comparison's report.html in a headless browser.
 # Build tools of the package, needed in the venv because it is built with
 # --no-build-isolation (incremental builds in build/).
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9"

@@ -8,8 +8,14 @@ of run_target for the search logic alone.
 from __future__ import annotations
 
 import base64
+import contextlib
+import html
 import html.parser
+import io
+import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,12 +149,20 @@ class _Page(html.parser.HTMLParser):
             self.order.append(data)
 
 
-def test_quick_compare_on_mem_writes_a_report_without_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "cmp"
-    # A bound a loaded machine meets: this test is about the report, not the speed.
-    rc = cli.main(["compare", "--quick", "--slo-p99-ms", "2000", "--protocols", "mem", "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`omnibus compare --quick` on mem://: (its output folder, what it printed)."""
+    out = tmp_path_factory.mktemp("cmp")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        # A bound a loaded machine meets: these tests are about the report, not the speed.
+        rc = cli.main(["compare", "--quick", "--slo-p99-ms", "2000", "--protocols", "mem", "--out", str(out)])
+    assert rc == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
+def test_quick_compare_on_mem_writes_a_report_without_nan(quick_report: tuple[Path, str]) -> None:
+    out, printed = quick_report
     assert "max sustainable msg/s" in printed and "mem" in printed
     page = _Page()
     page.feed((out / "report.html").read_text())
@@ -165,6 +179,60 @@ def test_quick_compare_on_mem_writes_a_report_without_nan(tmp_path: Path, capsys
     assert not any("_" in h for h in headings), headings  # words, not internal names
     assert re.search(r"fastest is\s+mem", text) and "max sustainable msg/s" in text
     assert "cores" in text and "kernel" in text  # the machine as a table of words
+
+
+# Appended to a copy of the report: after the page loaded, what the browser made of it.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const facts = {
+    images: images.length,
+    decoded: images.filter(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0).length,
+    shown: images.filter(i => i.getBoundingClientRect().width > 100).length,
+    text: document.body.innerText,
+  };
+  const out = document.createElement("pre");
+  out.id = "omnibus-probe";
+  out.textContent = JSON.stringify(facts);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    # Headless, no network of its own: without the background-networking flags Chromium keeps
+    # trying Google's hosts, which this closed network refuses.
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ""
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium: install Debian's chromium package (make deps)")
+def test_the_report_renders_in_a_browser(quick_report: tuple[Path, str], tmp_path: Path) -> None:
+    """The report as a reader sees it: Headless Chromium loads it, decodes every plot, lays them
+    out at a readable size, and the text it shows has no NaN; a screenshot is not blank."""
+    out, _ = quick_report
+    page = tmp_path / "report.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
+    dom = _chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    found = re.search(r'<pre id="omnibus-probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"chromium exited {dom.returncode}; stderr: {dom.stderr[-2000:]}"
+    facts = json.loads(html.unescape(found.group(1)))
+    assert facts["images"] >= 3 and facts["decoded"] == facts["images"] == facts["shown"], facts
+    assert "Summary" in facts["text"] and "max sustainable msg/s" in facts["text"]
+    assert not re.search(r"\bnan\b|\bNone\b|\binf\b|undefined", facts["text"], re.IGNORECASE)
+    shot = tmp_path / "shot.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1280,2400", (out / "report.html").as_uri(),
+              profile=tmp_path / "profile2")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))
+    assert pixels.shape[0] == 2400 and pixels.shape[1] == 1280
+    assert float(pixels[..., :3].std()) > 0.05  # text and plots, not an empty page
 
 
 def test_a_missing_extra_is_reported_before_any_work(monkeypatch: pytest.MonkeyPatch,

@@ -54,6 +54,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -235,6 +237,11 @@ def default_targets(urls: Mapping[str, str], brokers: Mapping[str, Any] | None =
     return targets
 
 
+# What the comparison asks of the brokers it starts beyond the defaults: RabbitMQ's exact counters
+# for the broker-side count (see _BrokerCounter).
+_BROKER_OPTIONS: dict[str, dict[str, Any]] = {"amqp": {"metrics": True}}
+
+
 @contextlib.contextmanager
 def local_brokers(protocols: Sequence[str] = PROTOCOLS, *, note: Callable[[str], None] = print,
                   ) -> Iterator[tuple[dict[str, str], dict[str, Any]]]:
@@ -262,7 +269,7 @@ def local_brokers(protocols: Sequence[str] = PROTOCOLS, *, note: Callable[[str],
             if why:
                 note(f"skipping {proto}: {why}")
                 continue
-            pending.append((proto, cls()))
+            pending.append((proto, cls(**_BROKER_OPTIONS.get(proto, {}))))
         # Spawn every broker, then wait for each: RabbitMQ and Kafka boot side by side. Spawned
         # from this thread, which outlives them (a broker is signalled when its spawning thread ends).
         errors: dict[str, BaseException] = {}
@@ -374,6 +381,10 @@ class _BrokerCounter:
                     return int(json.loads(r.read())["in_msgs"])
             if proto == "mqtt":
                 return _mosquitto_received(self.target.base, fresh=fresh)
+            if proto == "amqp" and getattr(broker, "metrics", False):
+                return int(broker.messages_received())
+            if proto == "pulsar" and broker is not None and hasattr(broker, "web_url"):
+                return _pulsar_messages_in(broker.web_url, self.topic)
         except Exception:
             return None
         return None
@@ -410,6 +421,19 @@ def _mosquitto_received(base: str, *, fresh: bool) -> int | None:
             for msg in sub.receive_batch(10, timeout=0.1):
                 values.append(int(bytes(msg.payload).decode()))
     return values[-1] if values else None
+
+
+def _pulsar_messages_in(web_url: str, topic: str) -> int | None:
+    """The topic's msgInCounter from Pulsar's admin API: messages (not batches) it persisted since
+    it was created. The benchmark's topics are bare names, in persistent://public/default."""
+    url = f"{web_url}/admin/v2/persistent/public/default/{urllib.parse.quote(topic)}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (the harness' broker)
+            return int(json.loads(r.read())["msgInCounter"])
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # no such topic yet: nothing published
+            return 0
+        raise
 
 
 def _kafka_end_offsets(base: str, topic: str) -> int | None:
@@ -663,10 +687,10 @@ def _check(broker_count: int | None, published: int, target: Target) -> str:
         return "not checked"
     if broker_count == published:
         return "ok"
-    if broker_count > published and (target.protocol == "mqtt" or
+    if broker_count > published and (target.protocol in ("mqtt", "amqp") or
                                      (target.protocol == "nats" and "stream" not in target.options)):
-        # Mosquitto's $SYS and NATS' in_msgs count every message from every client of the server
-        # (the warm-up markers, other clients).
+        # Mosquitto's $SYS, RabbitMQ's global counter and NATS' in_msgs count every message from
+        # every client of the server (the warm-up markers, other clients).
         return f"ok (server-wide count {broker_count} >= {published})"
     return f"mismatch: broker counted {broker_count}, client {published}"
 
@@ -1097,11 +1121,13 @@ class ComparisonResult:
             {"meta": self.meta, "workloads": [w.to_dict() for w in self.workloads], "rows": self.rows},
             indent=2, default=str))
         plots = self.plot(out)
-        html = ["<!doctype html><meta charset='utf-8'><title>omnibus protocol comparison</title>",
+        html = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                "<title>omnibus protocol comparison</title>",
                 "<style>body{font-family:sans-serif;margin:2em;max-width:75em}"
                 "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
                 "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}"
-                "td:first-child{text-align:left}img{max-width:100%}</style>",
+                "td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
                 "<h1>omnibus protocol comparison</h1>",
                 f"<p>omnibus {omnibus.__version__}, {_html(str(self.meta.get('time', '')))}. "
                 "The same workload through the same omnibus API on each protocol, against brokers on this "
@@ -1121,8 +1147,8 @@ class ComparisonResult:
         if len(s):
             html += ["<h2>Fixed workloads</h2>", _html_table(s)]
         for p in plots:
-            html.append(f"<h2>{_html(_plot_titles.get(p.stem, _title(p.stem)))}</h2>"
-                        f"<img alt='{_html(p.stem)}' src='data:image/png;base64,"
+            title = _html(_plot_titles.get(p.stem, _title(p.stem)))
+            html.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,"
                         f"{base64.b64encode(p.read_bytes()).decode()}'>")
         feats = self.features()
         if len(feats):
@@ -1131,7 +1157,7 @@ class ComparisonResult:
                      "documentation.</p>", _html_table(feats)]
         html += ["<h2>Machine</h2>", _html_table(_pandas().DataFrame(
             [{"": k, "value": v} for k, v in _machine_rows(self.meta)]))]
-        html += ["<h2>Every run</h2>", _html_table(self.frame())]
+        html += ["<h2>Every run</h2>", _html_table(self.frame()), "</body></html>"]
         (out / "report.html").write_text("\n".join(html))
         return out / "report.html"
 
@@ -1204,7 +1230,7 @@ def _missing(v: Any) -> bool:
 
 
 def _html(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
 
 
 def _legend(ax: Any) -> None:

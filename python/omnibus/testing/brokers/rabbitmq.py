@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,7 +155,8 @@ class RabbitMQ(Broker):
     """rabbitmq-server in the foreground, AMQP on one loopback port, everything in ``self.dir``.
 
     Ports: ``port`` (AMQP), ``dist`` (Erlang distribution, which rabbitmqctl
-    would use) and ``epmd`` (this node's private Erlang port mapper).
+    would use) and ``epmd`` (this node's private Erlang port mapper); ``tls`` with ``tls=True``;
+    ``metrics`` with ``metrics=True``.
     """
 
     kind = "amqp"
@@ -165,14 +167,32 @@ class RabbitMQ(Broker):
     install_hint = "install Debian's rabbitmq-server package (make deps)"
     default_start_timeout = 90.0  # a cold Erlang boot on a small CI machine takes several seconds
 
-    def __init__(self, *, tls: bool = False, **kwargs: object) -> None:
+    def __init__(self, *, tls: bool = False, metrics: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        # With metrics, the rabbitmq_prometheus plugin serves the node's exact counters (port
+        # "metrics", see messages_received()): the comparison's broker-side count. Off by default:
+        # its web server adds to every boot.
+        self.metrics = metrics
         # With tls, a second listener (port "tls") serves AMQP over TLS with certificates from
         # omnibus.testing.certs (self.pki); client certificates are checked when given, not required.
         self.pki = self._certificates(tls)
 
     def _ports(self) -> Sequence[str]:
-        return ("port", "dist", "epmd", "tls") if self.pki else ("port", "dist", "epmd")
+        return ("port", "dist", "epmd") + (("tls",) if self.pki else ()) + (("metrics",) if self.metrics else ())
+
+    def messages_received(self) -> int:
+        """Messages the node accepted from AMQP 0-9-1 publishers since it started: the global
+        counter ``rabbitmq_global_messages_received_total`` (exact, not the management plugin's
+        sampled rates). Needs ``metrics=True``; raises BrokerError when the counter is not there."""
+        if not self.metrics:
+            raise BrokerError(f"{self.name} was started without metrics=True")
+        url = f"http://{LOOPBACK}:{self.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback, our node)
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("rabbitmq_global_messages_received_total") and 'protocol="amqp091"' in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+        raise BrokerError(f"{url} has no rabbitmq_global_messages_received_total for amqp091")
 
     @property
     def tls_url(self) -> str:
@@ -218,11 +238,15 @@ class RabbitMQ(Broker):
                 "ssl_options.verify = verify_peer",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        if self.metrics:
+            conf += [f"prometheus.tcp.ip = {LOOPBACK}", f"prometheus.tcp.port = {self.ports['metrics']}"]
         (self.dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         # Erlang distribution on loopback only (the default is every interface).
         (self.dir / "advanced.config").write_text("[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}].\n")
-        # No plugins at all (management is not needed): a fast boot, AMQP 0-9-1 only.
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        # No plugins (management is not needed): a fast boot, AMQP 0-9-1 only; with metrics, the
+        # Prometheus endpoint alone.
+        plugins = "[rabbitmq_prometheus]" if self.metrics else "[]"
+        (self.dir / "enabled_plugins").write_text(plugins + ".\n")
         # An empty file, so /etc/rabbitmq/rabbitmq-env.conf is not read.
         (self.dir / "rabbitmq-env.conf").write_text("")
 
