@@ -69,6 +69,36 @@ def test_the_search_stops_at_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None
     assert calls == [1_000, 1_000, 100, 20] and all(r["max_rate"] == 0.0 for r in rows)  # no fractions
 
 
+def test_a_stall_is_retried_and_a_saturated_step_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step failed by a stall of the machine (p99 over the bound once, at a rate the target
+    keeps) is measured again and then holds; a step that delivered under half its rate is the
+    target's limit: not measured again."""
+    calls: list[float] = []
+    model = _model(10_000.0, calls)
+    stalled: set[float] = set()
+
+    def run_target(target: bench.Target, size: int, wl: bench.Workload, **kw: Any) -> dict[str, Any]:
+        row = model(target, size, wl, **kw)
+        if wl.rate == 4_000 and wl.rate not in stalled:
+            stalled.add(wl.rate)
+            row["p99_ms"] = 900.0  # one stall
+        return row
+
+    monkeypatch.setattr(bench, "run_target", run_target)
+    rows = bench.sweep(bench.Target("model", "mem://"), 100, bench.Workload(),
+                       bench.Sweep(start_rate=1_000, factor=4, precision=0.5, retries=1, fractions=()))
+    # 4,000 stalled once and held when measured again; 16,000 and 11,314 (kept 10,000: behind,
+    # not by half) were each measured twice.
+    assert calls == pytest.approx([1_000, 4_000, 4_000, 16_000, 16_000, 8_000, 11_314, 11_314], rel=1e-3)
+    assert rows[0]["max_rate"] == 8_000
+    calls.clear()
+    monkeypatch.setattr(bench, "run_target", _model(1_000.0, calls))
+    bench.sweep(bench.Target("model", "mem://"), 100, bench.Workload(),
+                bench.Sweep(start_rate=1_000, factor=4, precision=0.5, retries=1, fractions=()))
+    # 4,000 kept 1,000 (a quarter): saturated, measured once; 2,000 and 1,414 kept over half.
+    assert calls == pytest.approx([1_000, 4_000, 2_000, 2_000, 1_414, 1_414], rel=1e-3)
+
+
 def test_bad_sweep_settings_name_the_field() -> None:
     with pytest.raises(omnibus.InvalidArgument, match="factor must be > 1"):
         bench.Sweep(factor=1)
