@@ -34,9 +34,10 @@ What one row measures, for one target (a URL and its variant options) and one pa
   ``failed``: publishes whose delivery result was an error.
 - ``broker_count`` / ``broker_check``: how many messages the broker itself says it accepted
   (Kafka end offsets, NATS monitoring in_msgs or the JetStream stream's count, Mosquitto's
-  ``$SYS/broker/publish/messages/received``), and whether that matches what the client counted
-  (server-wide counters: at least as many); ``not checked`` where the broker has no such counter
-  here (RabbitMQ without its management plugin).
+  ``$SYS/broker/publish/messages/received``, RabbitMQ's global received counter from its
+  Prometheus plugin, Pulsar's topic msgInCounter, Redis' XLEN), and whether that matches what the
+  client counted (server-wide counters: at least as many); ``not checked`` where the broker has no
+  such counter here (mem://, a RabbitMQ not started with ``metrics=True``).
 """
 
 from __future__ import annotations
