@@ -278,6 +278,17 @@ def test_a_missing_extra_is_reported_before_any_work(monkeypatch: pytest.MonkeyP
     assert bench.missing_extra("compare") is None
 
 
+def test_the_comparisons_brokers_need_no_package_of_the_test_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install "omnibus[compare]"` has no cryptography (the test extra's, for certificates and
+    NKeys): the brokers the comparison starts must not need it. A fresh venv found NatsServer
+    making an NKey for every start."""
+    from omnibus.testing.brokers import BROKERS
+
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # importing it now raises ImportError
+    for proto in bench.PROTOCOLS:
+        BROKERS[proto](**bench._BROKER_OPTIONS.get(proto, {})).close()
+
+
 def test_repr_shows_driver_url_with_password_masked_and_state() -> None:
     with omnibus.publisher("mem://repr-topic") as pub, omnibus.subscriber("mem://repr-topic") as sub:
         assert repr(pub).startswith("<omnibus.Publisher mem 'mem://repr-topic' codec=raw ")
