@@ -198,6 +198,31 @@ def test_redis_is_registered_from_the_entry_point_group() -> None:
     assert _core.python_driver("mem") is None
 
 
+def test_a_driver_missing_a_package_is_listed_as_unavailable(toy: ToyDriver,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver's missing() puts its scheme in unavailable_drivers() (the comparison leaves such a
+    protocol out with that reason instead of failing every run), and only while it says so."""
+    reason = "toy:// needs the toy package (pip install toy)"
+    why: list[str | None] = [reason]
+    toy.missing = lambda: why[0]  # type: ignore[attr-defined]
+    omnibus.register_driver("toy", toy, replace=True)  # missing() is read at registration
+    assert omnibus.unavailable_drivers()["toy"] == reason
+    why[0] = None
+    assert "toy" not in omnibus.unavailable_drivers()
+    why[0] = reason
+    omnibus.unregister_driver("toy")
+    assert "toy" not in omnibus.unavailable_drivers()
+    omnibus.register_driver("toy", toy)
+    # redis:// says so when redis-py is not importable.
+    from omnibus import redis_streams
+
+    monkeypatch.setattr(redis_streams.importlib.util, "find_spec", lambda name: None)
+    assert "pip install" in omnibus.unavailable_drivers()["redis"]
+    from omnibus import bench
+
+    assert [t.name for t in bench.default_targets({"redis": "redis://127.0.0.1:1"})] == ["mem"]
+
+
 def test_registration_errors_name_what_is_wrong() -> None:
     with pytest.raises(omnibus.InvalidArgument, match="built-in"):
         omnibus.register_driver("mem", ToyDriver(), replace=True)

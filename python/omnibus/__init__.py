@@ -159,8 +159,11 @@ def redact_url(url: str) -> str:
 
 
 def unavailable_drivers() -> dict[str, str]:
-    """Protocol schemes without a driver in this build, with the reason."""
-    return dict(_core.unavailable_drivers())
+    """Protocol schemes without a working driver here, with the reason and the fix: those this
+    build has no driver for, and Python drivers that miss a package (their ``missing()``)."""
+    from .driver import unavailable
+
+    return {**dict(_core.unavailable_drivers()), **unavailable()}
 
 
 def _load_driver_entry_points() -> None:

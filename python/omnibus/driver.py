@@ -21,6 +21,11 @@ batch, with the GIL taken for that call only. The contract (see
     validated and with defaults filled in, ``settings`` has ``manual_ack``.
     May block to connect.
 
+    Optional: ``missing() -> str | None``, why the driver cannot work here (a
+    package it needs is not installed), with the command that fixes it; such a
+    scheme is listed by ``omnibus.unavailable_drivers()`` (opening it still
+    raises the driver's own error).
+
 ``Sender``
     ``send_batch(messages) -> None | list``: each message is a tuple
     ``(payload: bytes, key: bytes | None, headers: list[(str, bytes)],
@@ -63,7 +68,7 @@ import asyncio
 import inspect
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Optional
 
 from . import _core
@@ -96,6 +101,8 @@ class Received(NamedTuple):
 
 
 _lock = threading.Lock()
+# scheme -> the driver's missing(): see unavailable().
+_missing: dict[str, Callable[[], Any]] = {}
 
 
 def register_driver(scheme: str, driver: Any, *, replace: bool = False) -> None:
@@ -116,15 +123,28 @@ def register_driver(scheme: str, driver: Any, *, replace: bool = False) -> None:
             raise TypeError(f"driver for {scheme}:// must have an {method}() method; {type(driver).__name__} has none")
     options = [_options(scheme, getattr(driver, side, ())) for side in ("sender_options", "receiver_options")]
     description = str(getattr(driver, "description", "") or f"{type(driver).__name__} (Python)")
+    missing = getattr(driver, "missing", None)
     if any(inspect.iscoroutinefunction(getattr(driver, m)) for m in ("open_sender", "open_receiver")):
         driver = _AsyncDriver(scheme, driver)
     with _lock:
         _core.register_driver(scheme, driver, description, options[0], options[1], replace)
+        if callable(missing):
+            _missing[scheme] = missing
+        else:
+            _missing.pop(scheme, None)
+
+
+def unavailable() -> dict[str, str]:
+    """{scheme: why} for the registered Python drivers whose ``missing()`` gives a reason."""
+    with _lock:
+        checks = list(_missing.items())
+    return {scheme: str(why) for scheme, check in checks if (why := check())}
 
 
 def unregister_driver(scheme: str) -> bool:
     """Remove a driver registered from Python; False when ``scheme`` had none. Open publishers keep working."""
     with _lock:
+        _missing.pop(scheme, None)
         return bool(_core.unregister_driver(scheme))
 
 

@@ -24,6 +24,7 @@ subscriber that closes hands its unacked entries back to the group.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import time
@@ -41,12 +42,15 @@ _PAYLOAD, _KEY, _TS, _HEADER = b"payload", b"key", b"ts", b"h:"
 _VERY_IDLE_MS = 10**12
 
 
+_NEEDS_REDIS = "redis:// needs the redis package (pip install 'redis>=5', or omnibus[redis])"
+
+
 def _client(url: dict[str, Any], options: dict[str, Any]) -> Any:
     try:
         import redis
     except ImportError:
         raise omnibus.Unsupported(
-            "redis:// needs the redis package (pip install 'redis>=5', or omnibus[redis])"
+            _NEEDS_REDIS
         ) from None
     if len(url["hosts"]) != 1:
         raise omnibus.InvalidArgument(f"redis:// takes one host:port, got {len(url['hosts'])} in {url['text']}")
@@ -348,6 +352,11 @@ class RedisStreamsDriver:
     """The redis:// driver (registered through the ``omnibus.drivers`` entry point)."""
 
     description = "Redis Streams (XADD, consumer groups, XACK, XAUTOCLAIM) on redis-py; a driver written in Python"
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why redis:// cannot work here: redis-py is not installed (it is imported at open)."""
+        return None if importlib.util.find_spec("redis") else _NEEDS_REDIS
     sender_options = [
         *_COMMON,
         Option("maxlen", "int", "0", "trim the stream to about this many entries on each XADD (MAXLEN); 0 keeps all", min=0),
