@@ -265,6 +265,23 @@ def test_the_report_renders_in_a_browser(quick_report: tuple[Path, str], tmp_pat
     assert float(pixels[..., :3].std()) > 0.05  # text and plots, not an empty page
 
 
+def test_quick_runs_named_scenarios_at_a_fifth_of_their_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[bench.Workload] = []
+
+    def compare(targets: Any, workloads: list[bench.Workload], **kw: Any) -> bench.ComparisonResult:
+        seen.extend(workloads)
+        raise SystemExit(0)  # the workloads were all this test wanted
+
+    monkeypatch.setattr(bench, "compare", compare)
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--quick", "--protocols", "mem", "--scenarios", "fan-out,keys", "--out", str(tmp_path)])
+    assert [(w.name, w.messages) for w in seen] == [("fan-out", 1_000), ("keys", 2_000)]
+    seen.clear()
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--protocols", "mem", "--scenarios", "keys", "--out", str(tmp_path)])
+    assert [(w.name, w.messages) for w in seen] == [("keys", 10_000)]
+
+
 def test_a_missing_extra_is_reported_before_any_work(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
