@@ -63,6 +63,9 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "kafka": ("kafka", lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304"),
     # MQTT 5 (keys and headers as user properties), QoS 1: at-least-once like the others.
     "mqtt": ("mqtt", lambda base, topic: f"{base}/{topic}?qos=1"),
+    # mqtts:// to a Mosquitto TLS listener that admits only its user: a password and a client
+    # certificate (see mqtt_secure_url).
+    "mqtt-tls": ("mqtt_secure", lambda base, topic: _with_path(base, topic, "qos=1")),
     # A topic exchange of its own per test (the path); subscribers bind private or group queues to it.
     "amqp": ("amqp", lambda base, topic: f"{base}/{topic}"),
     # Core NATS (at-most-once) and JetStream (a stream of its own per test).
@@ -83,7 +86,7 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
 # The driver's URL scheme where it is not the broker kind: per target.
-_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps"}
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -130,6 +133,22 @@ def nats_secure_url(nats_secure_broker: Any) -> str:
     host = b.url.split("://", 1)[1]
     return (f"nats://omnibus:{b.password}@{host}?tls_ca={pki.ca}&tls_cert={pki.client_cert}"
             f"&tls_key={pki.client_key}")
+
+
+@pytest.fixture(scope="session")
+def mqtt_secure_broker() -> Iterator[Broker]:
+    """Mosquitto with a TLS listener (a CA made for this session) and no anonymous access."""
+    from omnibus.testing.brokers.mosquitto import Mosquitto
+
+    yield from started_broker(Mosquitto, name="mqtt-secure", tls=True, auth=True)
+
+
+@pytest.fixture(scope="session")
+def mqtt_secure_url(mqtt_secure_broker: Any) -> str:
+    """mqtts:// to the TLS listener with the password and a client certificate (no topic)."""
+    b, pki = mqtt_secure_broker, mqtt_secure_broker.pki
+    return (f"mqtts://omnibus:{b.password}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
+            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
 
 
 @pytest.fixture(scope="session")

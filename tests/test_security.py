@@ -1,7 +1,7 @@
 """TLS and logins against secured brokers, and secrets that never show.
 
-The conformance suite also runs through TLS with a client certificate and a password ("nats-tls" in
-conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
+The conformance suite also runs through TLS with a client certificate and a password ("nats-tls",
+"amqp-tls" and "mqtt-tls" in conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
 """
 
 from __future__ import annotations
@@ -167,17 +167,9 @@ def test_kafka_tls_refusals_name_the_cause(kafka_tls_broker: Any) -> None:
     _all_refused([(url, omnibus.Unavailable, text) for url, text in cases])
 
 
-@pytest.fixture(scope="module")
-def mqtt_auth_broker() -> Iterator[Any]:
-    """Mosquitto without anonymous access: user omnibus, every topic but secret/# (ACL)."""
-    from omnibus.testing.brokers.mosquitto import Mosquitto
-
-    yield from started_broker(Mosquitto, name="mqtt-auth", auth=True, persistence=False)
-
-
 @pytest.mark.parametrize("version", ["5", "3.1.1"])
-def test_mqtt_password_login_and_refusals(mqtt_auth_broker: Any, version: str, tmp_path: Path) -> None:
-    b = mqtt_auth_broker
+def test_mqtt_password_login_and_refusals(mqtt_secure_broker: Any, version: str, tmp_path: Path) -> None:
+    b = mqtt_secure_broker
     host = _host(b)
     pw_file = tmp_path / "pw"
     pw_file.write_text(b.password)
@@ -189,9 +181,45 @@ def test_mqtt_password_login_and_refusals(mqtt_auth_broker: Any, version: str, t
         assert SECRET not in str(e.value)
 
 
-def test_mqtt5_reports_a_publish_the_acl_denies(mqtt_auth_broker: Any) -> None:
+def test_mqtts_with_and_without_a_client_certificate(mqtt_secure_broker: Any) -> None:
+    b, pki = mqtt_secure_broker, mqtt_secure_broker.pki
+    tls = f"omnibus:{b.password}@localhost:{b.ports['tls']}"
+    _round_trip(f"mqtts://{tls}/tls/a?tls_ca={pki.ca}")
+    _round_trip(f"mqtts://{tls}/tls/b?tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}&version=3.1.1")
+    # The certificate names 127.0.0.1 too; the name checked is the URL's, not a resolved address.
+    _round_trip(f"mqtts://omnibus:{b.password}@127.0.0.1:{b.ports['tls']}/tls/c?tls_ca={pki.ca}")
+    # tls_verify=false: encrypted, the certificate not checked (here: signed by a CA not given).
+    _round_trip(f"mqtts://{tls}/tls/d?tls_ca={pki.other_ca}&tls_verify=false")
+
+
+def test_mqtts_refusals_name_the_cause(mqtt_secure_broker: Any) -> None:
+    b, pki = mqtt_secure_broker, mqtt_secure_broker.pki
+    tls, plain, ca = b.ports["tls"], b.ports["port"], f"tls_ca={pki.ca}"
+    _all_refused([
+        (f"mqtts://omnibus:{SECRET}@localhost:{tls}/r?{ca}", omnibus.Unavailable, "(?i)not authorized"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{tls}/r?tls_ca={pki.other_ca}", omnibus.Unavailable,
+         "TLS handshake failed: certificate verify failed"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{tls}/r", omnibus.Unavailable,  # the system's CAs do not know it
+         "TLS handshake failed: certificate verify failed"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{plain}/r?{ca}", omnibus.Unavailable,  # TLS to a plaintext port
+         "accepts TCP but completed no TLS handshake"),
+        (f"mqtt://omnibus:{SECRET}@127.0.0.1:{tls}/r", omnibus.Unavailable,  # plaintext to a TLS port
+         r"dropped the MQTT connect: a TLS listener does that \(mqtts://"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{_closed_port()}/r?{ca}", omnibus.Unavailable,
+         r"connection failed \(refused, unreachable or dropped\) \("),  # no hint where nothing listens
+        (f"mqtt://omnibus:{SECRET}@127.0.0.1:{plain}/r?{ca}", omnibus.InvalidArgument, "mqtt:// is plaintext"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{tls}/r?{ca}&tls_key={pki.client_key}", omnibus.InvalidArgument,
+         "tls_cert and tls_key go together"),
+        (f"mqtts://omnibus:{SECRET}@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
+         "tls_ca=/nonexistent/ca.pem cannot be loaded"),
+    ])
+    _all_refused([(f"mqtts://omnibus:{SECRET}@localhost:{tls}/r/#?tls_ca={pki.other_ca}", omnibus.Unavailable,
+                   "certificate verify failed")], opener=omnibus.subscriber)
+
+
+def test_mqtt5_reports_a_publish_the_acl_denies(mqtt_secure_broker: Any) -> None:
     # MQTT 5's PUBACK carries the reason; MQTT 3.1.1's cannot (the broker acks and drops the message).
-    b = mqtt_auth_broker
+    b = mqtt_secure_broker
     with omnibus.publisher(f"mqtt://omnibus:{b.password}@{_host(b)}/secret/plans?qos=1&version=5") as pub:
         with pytest.raises(omnibus.Unavailable, match="Not authorized"):
             pub.publish(b"x").result(timeout=10)
@@ -237,6 +265,7 @@ _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "nats": lambda p: f"nats://u:{SECRET}@127.0.0.1:{p}/t",
     "nats-token": lambda p: f"nats://{SECRET}@127.0.0.1:{p}/t",
     "mqtt": lambda p: f"mqtt://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "mqtts": lambda p: f"mqtts://u:{SECRET}@localhost:{p}/t?connect_timeout_ms=1000",
     "pulsar": lambda p: f"pulsar://u:{SECRET}@127.0.0.1:{p}/t",
     "redis": lambda p: f"redis://:{SECRET}@127.0.0.1:{p}/t",
     "awssqs": lambda p: f"awssqs://AKIAEXAMPLE:{SECRET}@/q?endpoint=http://127.0.0.1:{p}&region=us-east-1",

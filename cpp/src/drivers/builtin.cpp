@@ -46,10 +46,13 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #endif
 #ifdef OMNIBUS_DRIVER_MQTT
   registry.add(make_mqtt_driver());
+  registry.add(make_mqtts_driver());
 #elif defined(OMNIBUS_HAVE_MQTT)
   registry.add_unavailable("mqtt", missing(true, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
+  registry.add_unavailable("mqtts", missing(true, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
 #else
   registry.add_unavailable("mqtt", missing(false, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
+  registry.add_unavailable("mqtts", missing(false, "paho-mqtt-cpp", "libpaho-mqttpp-dev"));
 #endif
 #ifdef OMNIBUS_DRIVER_AMQP
   registry.add(make_amqp_driver());

@@ -101,6 +101,7 @@
 
 #include "drivers/amqp/amqp_driver.hpp"
 
+#include "core/tls.hpp"
 #include "drivers/amqp/connection.hpp"
 
 namespace omnibus {
@@ -109,7 +110,7 @@ namespace {
 using namespace detail::amqp;
 
 std::vector<OptionSpec> common_options() {
-  return {
+  std::vector<OptionSpec> specs{
       {"vhost", OptionType::String, "/", "virtual host (the URL path is the exchange, so the vhost is an option)"},
       {"exchange_type", OptionType::Choice, "topic",
        "type of the exchange when declared or checked (amq.direct, amq.fanout, amq.topic, amq.headers and "
@@ -128,13 +129,11 @@ std::vector<OptionSpec> common_options() {
       {"heartbeat", OptionType::Int, "30", "heartbeat interval in seconds asked of the broker; 0 turns heartbeats off", {}, 0, 65535},
       {"connect_timeout_ms", OptionType::Int, "10000",
        "bound on connecting and on each broker round trip; how long messages wait for a reconnect", {}, 1},
-      {"tls_ca", OptionType::String, "", "amqps://: CA certificate file (PEM) the broker's certificate is checked against; default: the system's CAs"},
-      {"tls_cert", OptionType::String, "", "amqps://: client certificate file (PEM), for brokers that verify clients (with tls_key)"},
-      {"tls_key", OptionType::String, "", "amqps://: the client certificate's private key file (PEM)"},
-      {"tls_verify", OptionType::Bool, "true", "amqps://: check the broker's certificate and that it names the host; false: encrypted but not authenticated"},
       {"max_message_bytes", OptionType::Int, "134217728",
        "largest message sent (RabbitMQ's max_message_size, default 128 MiB); a larger one fails alone", {}, 1},
   };
+  for (auto& spec : detail::tls_option_specs("amqps")) specs.push_back(std::move(spec));
+  return specs;
 }
 
 // One class for both schemes: amqps:// is the same protocol over TLS.

@@ -2,6 +2,8 @@
 
 #include "drivers/amqp/connection.hpp"
 
+#include "core/tls.hpp"
+
 #include <amqp_tcp_socket.h>
 #include <amqp_ssl_socket.h>
 #include <poll.h>
@@ -185,16 +187,14 @@ ConnSettings conn_settings(const Url& url, const OptionValues& o) {
   s.host = h.host;
   s.tls = url.scheme == "amqps";
   s.port = h.port ? h.port : (s.tls ? 5671 : 5672);
-  s.tls_ca = o.get_string("tls_ca");
-  s.tls_cert = o.get_string("tls_cert");
-  s.tls_key = o.get_string("tls_key");
-  s.tls_verify = o.get_bool("tls_verify");
-  if (!s.tls && (!s.tls_ca.empty() || !s.tls_cert.empty() || !s.tls_key.empty() || !s.tls_verify))
+  const TlsFiles tls = read_tls_options(o, "amqps", url.text);
+  s.tls_ca = tls.ca;
+  s.tls_cert = tls.cert;
+  s.tls_key = tls.key;
+  s.tls_verify = tls.verify;
+  if (!s.tls && tls.any_given())
     throw Error(ErrorCode::InvalidArgument, "amqp:// URL '" + url.text + "' has TLS options, but amqp:// is plaintext: "
                                             "use amqps://host[:5671]/... for TLS");
-  if (s.tls_cert.empty() != s.tls_key.empty())
-    throw Error(ErrorCode::InvalidArgument, "amqps:// URL '" + url.text + "': tls_cert and tls_key go together (the "
-                                            "client certificate and its private key, PEM files); one of them is missing");
   if (url.has_userinfo) {
     s.user = url.user;
     s.password = url.password;

@@ -71,10 +71,12 @@
 #include "drivers/mqtt/mqtt_driver.hpp"
 
 #include "core/backoff.hpp"
+#include "core/tls.hpp"
 #include "drivers/mqtt/envelope.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -124,7 +126,8 @@ std::size_t varint_bytes(std::size_t v) { return v < 128 ? 1 : v < 16384 ? 2 : v
 // Paho C's MQTTASYNC_* return codes, and MQTT CONNACK/reason codes, onto the
 // shared taxonomy. `native` is kept in the Error: negative for Paho codes,
 // positive for MQTT codes.
-Error mqtt_error(int native, const std::string& context) {
+// `detail`: what else is known (the TLS handshake's reason), after the code's meaning.
+Error mqtt_error(int native, const std::string& context, const std::string& detail = "") {
   ErrorCode code = ErrorCode::Unavailable;
   bool retryable = true;
   std::string what;
@@ -202,8 +205,8 @@ Error mqtt_error(int native, const std::string& context) {
     }
   }
   if (code != ErrorCode::Unavailable && code != ErrorCode::ResourceExhausted) retryable = false;
-  return Error(code, context + ": " + what + " (" + (native < 0 ? "Paho C code " : "MQTT code ") +
-                         std::to_string(native) + ")",
+  return Error(code, context + ": " + what + (detail.empty() ? "" : "; " + detail) + " (" +
+                         (native < 0 ? "Paho C code " : "MQTT code ") + std::to_string(native) + ")",
                native, retryable);
 }
 
@@ -247,6 +250,8 @@ struct Settings {
   std::chrono::milliseconds connect_timeout{10000};
   bool drop_headers = false;
   bool send_timestamp = false;
+  bool tls = false;  // mqtts://
+  detail::TlsFiles tls_files;
 
   bool v5() const { return version == MQTTVERSION_5; }
   // What the broker keeps between connections (MQTT 5 Session Expiry Interval).
@@ -271,9 +276,14 @@ std::string url_topic(const Url& url) {
 Settings common_settings(const Url& url, const OptionValues& o) {
   Settings s;
   s.url = url.text;
+  s.tls = url.scheme == "mqtts";
+  s.tls_files = detail::read_tls_options(o, "mqtts", url.text);
+  if (!s.tls && s.tls_files.any_given())
+    throw Error(ErrorCode::InvalidArgument, "mqtt:// URL '" + url.text + "' has TLS options, but mqtt:// is plaintext: "
+                                            "use mqtts://host[:8883]/topic for TLS");
   s.hosts = url.hosts;
   for (auto& h : s.hosts) {
-    if (h.port == 0) h.port = 1883;
+    if (h.port == 0) h.port = s.tls ? 8883 : 1883;
     if (!s.where.empty()) s.where += ",";
     s.where += (h.host.find(':') != std::string::npos ? "[" + h.host + "]" : h.host) + ":" + std::to_string(h.port);
   }
@@ -405,9 +415,49 @@ std::string resolve(const HostPort& hp, SteadyClock::time_point deadline, const 
   return out;
 }
 
-std::string server_uri(const std::string& address, std::uint16_t port) {
+// "C0861E0B467F0000:error:0A000086:SSL routines:FUNCTION:REASON:FILE:LINE:" -> "REASON (FUNCTION)";
+// anything else as it is, without its line break.
+std::string openssl_reason(const std::string& line) {
+  std::vector<std::string> fields;
+  std::size_t start = 0;
+  for (std::size_t colon; (colon = line.find(':', start)) != std::string::npos; start = colon + 1)
+    fields.push_back(line.substr(start, colon - start));
+  if (fields.size() >= 6 && fields[1] == "error") return fields[5] + " (" + fields[4] + ")";
+  std::string out = line;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// Whether a TCP connection to address:port is accepted within `timeout`: after Paho's generic
+// failure, it tells a refused or unreachable port from one that took the connection and then dropped
+// the client (a TLS listener does that to plaintext MQTT).
+bool tcp_accepts(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* ai = nullptr;
+  if (::getaddrinfo(address.c_str(), std::to_string(port).c_str(), &hints, &ai) != 0 || !ai) return false;
+  bool ok = false;
+  int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      ok = ::poll(&p, 1, static_cast<int>(timeout.count())) == 1 &&
+           ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(ai);
+  return ok;
+}
+
+std::string server_uri(const std::string& address, std::uint16_t port, bool tls) {
   bool v6 = address.find(':') != std::string::npos;
-  return "tcp://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+  return (tls ? "ssl://" : "tcp://") + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
 }
 
 // ---------------------------------------------------------------- connection
@@ -435,7 +485,13 @@ class Connection {
       : s_(s), role_(role), hooks_(std::move(hooks)) {
     const auto deadline = SteadyClock::now() + s_.connect_timeout;
     std::vector<std::string> uris;
-    for (const auto& h : s_.hosts) uris.push_back(server_uri(resolve(h, deadline, s_.url), h.port));
+    for (const auto& h : s_.hosts) {
+      std::string address = resolve(h, deadline, s_.url);
+      if (addresses_.empty()) addresses_.emplace_back(address, h.port);
+      // Over TLS Paho checks the certificate against the host in the URI: give it the name, which
+      // resolve() just showed to answer (Paho resolves it again; a cached answer, fast).
+      uris.push_back(server_uri(s_.tls ? h.host : address, h.port, s_.tls));
+    }
 
     mqtt::create_options create(s_.version);
     // Queue publishes during an automatic reconnect instead of failing them;
@@ -486,6 +542,7 @@ class Connection {
     co.set_connect_timeout(static_cast<int>((s_.connect_timeout.count() + 999) / 1000));
     co.set_max_inflight(s_.max_inflight);
     if (auto_reconnect) co.set_automatic_reconnect(kReconnectMinSeconds, kReconnectMaxSeconds);
+    if (s_.tls) co.set_ssl(ssl_options());
     if (s_.has_user) {
       co.set_user_name(s_.user);
       if (!s_.password.empty()) co.set_password(s_.password);
@@ -511,7 +568,17 @@ class Connection {
       read_connack(rsp.get_properties(), context);
     } catch (const mqtt::exception& e) {
       int native = native_code(e.get_return_code(), e.get_reason_code());
-      Error err = mqtt_error(native, context);
+      std::string detail = tls_error();
+      if (!detail.empty())
+        detail = "TLS handshake failed: " + detail;
+      else if (native == MQTTASYNC_FAILURE && !addresses_.empty() &&
+               tcp_accepts(addresses_[0].first, addresses_[0].second, std::chrono::milliseconds(1000)))
+        // The port takes connections, and dropped this one: the likely cause, in a few words.
+        detail = s_.tls ? "the port accepts TCP but completed no TLS handshake: is it a plaintext listener? "
+                          "(mqtt:// for one)"
+                        : "the port accepts TCP but dropped the MQTT connect: a TLS listener does that (mqtts:// "
+                          "for one)";
+      Error err = mqtt_error(native, context, detail);
       cli_.reset();  // stops Paho's retries before the error leaves
       throw err;
     } catch (...) {
@@ -556,6 +623,29 @@ class Connection {
   }
 
  private:
+  mqtt::ssl_options ssl_options() {
+    mqtt::ssl_options ssl;
+    const auto& t = s_.tls_files;
+    if (!t.ca.empty()) ssl.set_trust_store(t.ca);  // else OpenSSL's default paths: the system's CAs
+    if (!t.cert.empty()) {
+      ssl.set_key_store(t.cert);
+      ssl.set_private_key(t.key);
+    }
+    ssl.set_enable_server_cert_auth(t.verify);
+    ssl.set_verify(t.verify);  // the certificate must name the host of the URL
+    // OpenSSL's reasons, for the error a failed handshake raises (Paho only says "TCP/TLS connect failure").
+    ssl.set_error_handler([this](const std::string& msg) {
+      std::lock_guard lock(mu_);
+      if (tls_error_.empty()) tls_error_ = openssl_reason(msg);
+    });
+    return ssl;
+  }
+
+  std::string tls_error() const {
+    std::lock_guard lock(mu_);
+    return tls_error_;
+  }
+
   // Refuses, loudly, what the broker said in its CONNACK it cannot do.
   void read_connack(const mqtt::properties& props, const std::string& context) {
     connected_.store(true, std::memory_order_release);
@@ -596,6 +686,8 @@ class Connection {
   std::size_t broker_max_packet_ = 0;  // written before the constructor returns, read-only after
   mutable std::mutex mu_;
   std::string last_loss_;
+  std::vector<std::pair<std::string, std::uint16_t>> addresses_;  // the first host, resolved: for errors
+  std::string tls_error_;  // the first OpenSSL error of this connection's handshakes
   std::unique_ptr<mqtt::async_client> cli_;  // last: destroyed first, while the hooks' targets live
 };
 
@@ -1280,7 +1372,7 @@ class MqttReceiver final : public Receiver, public std::enable_shared_from_this<
 // ---------------------------------------------------------------- driver
 
 std::vector<OptionSpec> connection_options() {
-  return {
+  std::vector<OptionSpec> specs{
       {"qos", OptionType::Int, "1",
        "MQTT quality of service, one of 0, 1, 2 (MQTT defines no other): 0 at most once, 1 at least once "
        "(a publish result is the PUBACK), 2 exactly once on the wire (the PUBCOMP). A subscriber receives each "
@@ -1307,13 +1399,18 @@ std::vector<OptionSpec> connection_options() {
        "connection to come back when max_inflight messages are outstanding",
        {}, 1, 3600000},
   };
+  for (auto& spec : detail::tls_option_specs("mqtts")) specs.push_back(std::move(spec));
+  return specs;
 }
 
+// One class for both schemes: mqtts:// is the same protocol over TLS.
 class MqttDriver final : public Driver {
  public:
-  std::string scheme() const override { return "mqtt"; }
+  explicit MqttDriver(bool tls) : tls_(tls) {}
+  std::string scheme() const override { return tls_ ? "mqtts" : "mqtt"; }
   std::string description() const override {
-    return "MQTT 3.1.1/5 (paho-mqtt-cpp): QoS 0/1/2, + and # filters, shared subscriptions (?group=, MQTT 5), "
+    return std::string("MQTT 3.1.1/5 (paho-mqtt-cpp)") + (tls_ ? " over TLS" : "") +
+           ": QoS 0/1/2, + and # filters, shared subscriptions (?group=, MQTT 5), "
            "keys and headers as MQTT 5 user properties, automatic reconnect; Paho acknowledges messages on arrival";
   }
   std::vector<OptionSpec> sender_options() const override {
@@ -1385,10 +1482,14 @@ class MqttDriver final : public Driver {
     s.max_inflight = 100;  // only sizes Paho's (unused) publish queue for a subscriber
     return std::make_shared<MqttReceiver>(std::move(s));
   }
+
+ private:
+  bool tls_;
 };
 
 }  // namespace
 
-std::shared_ptr<Driver> make_mqtt_driver() { return std::make_shared<MqttDriver>(); }
+std::shared_ptr<Driver> make_mqtt_driver() { return std::make_shared<MqttDriver>(false); }
+std::shared_ptr<Driver> make_mqtts_driver() { return std::make_shared<MqttDriver>(true); }
 
 }  // namespace omnibus

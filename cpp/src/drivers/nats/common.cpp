@@ -2,6 +2,8 @@
 
 #include "drivers/nats/common.hpp"
 
+#include "core/tls.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -180,14 +182,12 @@ Settings common_settings(const Url& url, const OptionValues& o) {
   s.user = url.user;
   s.password = url.password;
   s.has_user = url.has_userinfo && !(url.user.empty() && url.password.empty());
-  s.tls_ca = o.get_string("tls_ca");
-  s.tls_cert = o.get_string("tls_cert");
-  s.tls_key = o.get_string("tls_key");
-  s.tls_verify = o.get_bool("tls_verify");
+  const TlsFiles tls = read_tls_options(o, "nats", url.text);
+  s.tls_ca = tls.ca;
+  s.tls_cert = tls.cert;
+  s.tls_key = tls.key;
+  s.tls_verify = tls.verify;
   s.tls = o.get_bool("tls") || !s.tls_ca.empty() || !s.tls_cert.empty();
-  if (s.tls_cert.empty() != s.tls_key.empty())
-    throw Error(ErrorCode::InvalidArgument, "nats:// " + url.text + ": tls_cert and tls_key go together (the client "
-                                            "certificate and its private key, PEM files); one of them is missing");
   s.creds = o.get_string("creds");
   s.nkey = o.get_string("nkey");
   s.nkey_seed = o.get_string("nkey_seed");

@@ -61,13 +61,14 @@
 
 #include "drivers/nats/nats_driver.hpp"
 
+#include "core/tls.hpp"
 #include "drivers/nats/connection.hpp"
 
 namespace omnibus::detail::nats {
 namespace {
 
 std::vector<OptionSpec> connection_options() {
-  return {
+  std::vector<OptionSpec> specs{
       {"stream", OptionType::String, "",
        "JetStream stream name: publish with per-message PubAcks and consume through a pull consumer "
        "(at-least-once); empty: core NATS (at-most-once)"},
@@ -78,10 +79,6 @@ std::vector<OptionSpec> connection_options() {
       {"replicas", OptionType::Int, "1", "replicas of a stream this client creates (a cluster allows up to 5)", {}, 1, 5},
       {"name", OptionType::String, "", "connection name the server shows in its monitoring"},
       {"tls", OptionType::Bool, "false", "connect with TLS (implied by tls_ca and tls_cert); the server's certificate is checked against the system's CAs unless tls_ca is given"},
-      {"tls_ca", OptionType::String, "", "CA certificate file (PEM) the server's certificate is checked against"},
-      {"tls_cert", OptionType::String, "", "client certificate file (PEM), for servers that verify clients (with tls_key)"},
-      {"tls_key", OptionType::String, "", "the client certificate's private key file (PEM)"},
-      {"tls_verify", OptionType::Bool, "true", "check the server's certificate and that it names the host connected to; false: encrypted but not authenticated"},
       {"creds", OptionType::String, "", "a .creds file (user JWT and NKey seed, as `nsc` writes it) to log in with"},
       {"nkey", OptionType::String, "", "NKey public key (U...) to log in with; its seed comes from nkey_seed"},
       {"nkey_seed", OptionType::String, "", "file holding the seed (SU...) of nkey"},
@@ -98,6 +95,8 @@ std::vector<OptionSpec> connection_options() {
       {"request_timeout_ms", OptionType::Int, "5000", "bound on JetStream API requests (stream and consumer lookups)",
        {}, 1, 3600000},
   };
+  for (auto& spec : tls_option_specs("nats")) specs.push_back(std::move(spec));
+  return specs;
 }
 
 class NatsDriver final : public Driver {

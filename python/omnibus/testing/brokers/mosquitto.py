@@ -7,6 +7,7 @@ import secrets
 import socket
 import struct
 import subprocess
+from collections.abc import Sequence
 
 from ._base import LOOPBACK, Broker
 
@@ -40,6 +41,9 @@ class Mosquitto(Broker):
 
     ``auth=True``: no anonymous access; user ``omnibus`` logs in with ``self.password`` and may
     use every topic except ``secret/#`` (denied by the ACL), to show refusals.
+    ``tls=True``: a second listener (port ``tls``) serves MQTT over TLS with certificates from
+    :func:`omnibus.testing.certs.make_pki` (``self.pki``); client certificates are checked when
+    given, not required.
     """
 
     kind = "mqtt"
@@ -47,11 +51,24 @@ class Mosquitto(Broker):
     install_hint = "install Debian's mosquitto package (make deps)"
     default_start_timeout = 30.0
 
-    def __init__(self, *, persistence: bool = True, auth: bool = False, **kwargs: object) -> None:
+    def __init__(self, *, persistence: bool = True, auth: bool = False, tls: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.persistence = persistence
         self.auth = auth
         self.password = secrets.token_hex(12)
+        self.pki = self._certificates(tls)
+
+    def _ports(self) -> Sequence[str]:
+        return ("port", "tls") if self.pki else ("port",)
+
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://localhost:TLS_PORT?tls_ca=CA`` (no topic): the TLS listener, checked against this
+        broker's CA."""
+        if not self.pki:
+            raise ValueError(f"{self.name} was started without tls=True")
+        return f"mqtts://localhost:{self.ports['tls']}?tls_ca={self.pki.ca}"
 
     def _prepare(self) -> None:
         lines = [
@@ -82,6 +99,11 @@ class Mosquitto(Broker):
             passwords.chmod(0o600)
             acl.write_text("user omnibus\ntopic deny secret/#\ntopic readwrite #\n")
             lines += [f"password_file {passwords}", f"acl_file {acl}"]
+        if self.pki:
+            # Listener options follow their listener line.
+            lines += [f"listener {self.ports['tls']} {LOOPBACK}", f"cafile {self.pki.ca}",
+                      f"certfile {self.pki.server_cert}", f"keyfile {self.pki.server_key}",
+                      "require_certificate false"]
         (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
     def _command(self) -> list[str]:
