@@ -181,7 +181,8 @@ class Target:
 
     ``base`` is ``mem://`` or a broker URL such as ``kafka://127.0.0.1:9092``; each run gets a
     fresh topic under it. In option values, ``{topic}`` is replaced by that topic (JetStream's
-    ``stream={topic}``). ``broker`` is the local broker object when omnibus started it (for its
+    ``stream={topic}``) and ``{group}`` by a group name per subscription (members of one
+    subscription share it; fan-out's subscriptions each have their own). ``broker`` is the local broker object when omnibus started it (for its
     CPU time and counters), else None.
     """
 
@@ -194,9 +195,10 @@ class Target:
     def protocol(self) -> str:
         return self.base.split("://", 1)[0]
 
-    def url(self, topic: str, extra: Mapping[str, Any] | None = None) -> str:
+    def url(self, topic: str, extra: Mapping[str, Any] | None = None, group: str = "") -> str:
         opts = {**self.options, **(extra or {})}
-        query = "&".join(f"{k}={_text(v).replace('{topic}', topic)}" for k, v in opts.items())
+        query = "&".join(f"{k}={_text(v).replace('{topic}', topic).replace('{group}', group or topic)}"
+                         for k, v in opts.items())
         base = self.base.rstrip("/")
         head = f"mem://{topic}" if self.protocol == "mem" else f"{base}/{topic}"
         return head + (f"?{query}" if query else "")
@@ -210,7 +212,11 @@ def _text(v: Any) -> str:
 _VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "mqtt": [("mqtt qos0", {"qos": 0}), ("mqtt qos1", {"qos": 1})],
     "kafka": [("kafka acks=1", {"acks": "1", "linger_ms": 5}), ("kafka acks=all", {"acks": "all", "linger_ms": 5})],
-    "amqp": [("amqp", {"confirm": False}), ("amqp confirms", {"confirm": True})],
+    # RabbitMQ confirms a persistent message routed to a durable queue once it is on disk: "amqp
+    # durable" is the setting under which nothing confirmed is lost (the others' queues are private,
+    # not durable): every subscription a durable group queue of its own, gone with its last consumer.
+    "amqp": [("amqp", {"confirm": False}), ("amqp confirms", {"confirm": True}),
+             ("amqp durable", {"confirm": True, "group": "{group}", "auto_delete": True})],
     "nats": [("nats core", {}), ("nats jetstream", {"stream": "{topic}"})],
     "redis": [("redis streams", {})],  # a driver written in Python (omnibus.redis_streams)
     # libpulsar's batching (1 ms) against one entry per message, each confirmed on its own.
@@ -515,8 +521,13 @@ def run_target(target: Target, size: int, workload: Workload, *, drain_seconds: 
     with contextlib.ExitStack() as stack:
         subs: list[tuple[omnibus.Subscriber, Any]] = []
         for i, rec in enumerate(recorders):
-            opts: dict[str, Any] = {"group": f"g{i}-{topic}"} if workload.subscribers > 1 else {}
-            subs += [(stack.enter_context(omnibus.subscriber(url, **opts)), i) for _ in range(workload.subscribers)]
+            group = f"g{i}-{topic}"
+            sub_url = target.url(topic, extra, group)
+            # The members of one subscription share a group; a target that names its groups itself
+            # ({group} in its options: a durable queue per subscription) has it in the URL already.
+            named = sub_url != target.url(topic, extra, "")
+            opts: dict[str, Any] = {"group": group} if workload.subscribers > 1 and not named else {}
+            subs += [(stack.enter_context(omnibus.subscriber(sub_url, **opts)), i) for _ in range(workload.subscribers)]
         pubs = [stack.enter_context(omnibus.publisher(url, max_pending=max(4 * workload.batch, 10_000)))
                 for _ in range(workload.publishers)]
         caps = pubs[0].capabilities()
