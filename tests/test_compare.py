@@ -158,6 +158,22 @@ def test_repeat_interleaves_rounds_and_reports_medians(monkeypatch: pytest.Monke
         bench.compare(targets, [], repeat=0)
 
 
+def test_each_broker_is_warmed_up_once_before_it_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def run_target(target: bench.Target, size: int, wl: bench.Workload, **kw: Any) -> dict[str, Any]:
+        calls.append((target.name, wl.name))
+        return {"workload": wl.name, "target": target.name}
+
+    monkeypatch.setattr(bench, "run_target", run_target)
+    targets = [bench.Target("mem", "mem://"), bench.Target("k1", "kafka://h:1"), bench.Target("k2", "kafka://h:1"),
+               bench.Target("n", "nats://h:2")]
+    bench.compare(targets, bench.Workload(name="w", payload_sizes=[100]), repeat=2, meta={})
+    # Round 1: mem, k1, k2, n; round 2 rotated: k1, k2, n, mem. A warm-up before each broker's first case.
+    assert calls == [("mem", "w"), ("k1", "warm-up"), ("k1", "w"), ("k2", "w"), ("n", "warm-up"), ("n", "w"),
+                     ("k1", "w"), ("k2", "w"), ("n", "w"), ("mem", "w")]
+
+
 class _Page(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
