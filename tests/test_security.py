@@ -257,6 +257,41 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
     _all_refused(cases)
 
 
+@pytest.fixture(scope="module")
+def pulsar_token_broker() -> Iterator[Any]:
+    """Pulsar standalone with token authentication (JWTs signed with a key made for it)."""
+    if "pulsar" in omnibus.unavailable_drivers():
+        pytest.skip(f"pulsar:// is not in this build: {omnibus.unavailable_drivers()['pulsar']}")
+    from omnibus.testing.brokers.pulsar import Pulsar
+
+    yield from started_broker(Pulsar, name="pulsar-token", auth=True)
+
+
+def test_pulsar_token_from_the_url_a_file_or_the_environment(pulsar_token_broker: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    b = pulsar_token_broker
+    host = _host(b)
+    _round_trip(f"pulsar://{b.token}@{host}/tok-url")
+    token_file = tmp_path / "token"
+    token_file.write_text(b.token + "\n")
+    _round_trip(f"pulsar://{host}/tok-file?password_file={token_file}")
+    monkeypatch.setenv("OMNIBUS_TEST_PULSAR_TOKEN", b.token)
+    _round_trip(f"pulsar://{host}/tok-env?password_env=OMNIBUS_TEST_PULSAR_TOKEN")
+
+
+def test_pulsar_without_a_valid_token_says_what_that_looks_like(pulsar_token_broker: Any) -> None:
+    # The broker does not answer a client whose token is missing or refused; libpulsar times out
+    # (connect_timeout_ms) and cannot say why, so the error names the likely cause.
+    host = _host(pulsar_token_broker)
+    forged = pulsar_token_broker.token[:-6] + "AAAAAA"  # the signature broken
+    for opener in (omnibus.publisher, omnibus.subscriber):
+        _all_refused([
+            (f"pulsar://{host}/r?connect_timeout_ms=2000", omnibus.Timeout, "requires a token .* without one"),
+            (f"pulsar://{SECRET}@{host}/r?connect_timeout_ms=2000", omnibus.Timeout, "a broker refusing the token"),
+            (f"pulsar://{forged}@{host}/r?connect_timeout_ms=2000", omnibus.Timeout, "a broker refusing the token"),
+        ], opener=opener)
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
@@ -266,7 +301,8 @@ _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "nats-token": lambda p: f"nats://{SECRET}@127.0.0.1:{p}/t",
     "mqtt": lambda p: f"mqtt://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
     "mqtts": lambda p: f"mqtts://u:{SECRET}@localhost:{p}/t?connect_timeout_ms=1000",
-    "pulsar": lambda p: f"pulsar://u:{SECRET}@127.0.0.1:{p}/t",
+    "pulsar": lambda p: f"pulsar://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
+    "pulsar-token": lambda p: f"pulsar://{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
     "redis": lambda p: f"redis://:{SECRET}@127.0.0.1:{p}/t",
     "awssqs": lambda p: f"awssqs://AKIAEXAMPLE:{SECRET}@/q?endpoint=http://127.0.0.1:{p}&region=us-east-1",
 }

@@ -46,6 +46,9 @@ std::string load(const std::string& path) {
   OMNIBUS_PULSAR_FN(client_configuration_set_message_listener_threads, "pulsar_client_configuration_set_message_listener_threads");
   OMNIBUS_PULSAR_FN(client_configuration_set_logger_t, "pulsar_client_configuration_set_logger_t");
   OMNIBUS_PULSAR_FN(client_configuration_set_stats_interval_in_seconds, "pulsar_client_configuration_set_stats_interval_in_seconds");
+  OMNIBUS_PULSAR_FN(client_configuration_set_auth, "pulsar_client_configuration_set_auth");
+  OMNIBUS_PULSAR_FN(authentication_token_create, "pulsar_authentication_token_create");
+  OMNIBUS_PULSAR_FN(authentication_free, "pulsar_authentication_free");
   OMNIBUS_PULSAR_FN(client_create, "pulsar_client_create");
   OMNIBUS_PULSAR_FN(client_create_producer, "pulsar_client_create_producer");
   OMNIBUS_PULSAR_FN(client_subscribe, "pulsar_client_subscribe");

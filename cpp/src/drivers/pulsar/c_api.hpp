@@ -25,6 +25,7 @@ struct pulsar_consumer_configuration_t;
 struct pulsar_message_t;
 struct pulsar_message_id_t;
 struct pulsar_string_map_t;
+struct pulsar_authentication_t;
 
 // pulsar_result: only the values the driver tells apart (result.h order).
 enum pulsar_result : int {
@@ -115,6 +116,10 @@ struct Api {
   void (*client_configuration_set_message_listener_threads)(pulsar_client_configuration_t*, int);
   void (*client_configuration_set_logger_t)(pulsar_client_configuration_t*, pulsar_logger_t);
   void (*client_configuration_set_stats_interval_in_seconds)(pulsar_client_configuration_t*, unsigned int);
+  // The configuration keeps its own reference: the authentication may be freed after set_auth.
+  void (*client_configuration_set_auth)(pulsar_client_configuration_t*, pulsar_authentication_t*);
+  pulsar_authentication_t* (*authentication_token_create)(const char* token);
+  void (*authentication_free)(pulsar_authentication_t*);
   pulsar_client_t* (*client_create)(const char*, const pulsar_client_configuration_t*);
   pulsar_result (*client_create_producer)(pulsar_client_t*, const char*, const pulsar_producer_configuration_t*,
                                           pulsar_producer_t**);

@@ -110,15 +110,35 @@ Error pulsar_error(pulsar_result r, const std::string& context) {
     default:
       code = ErrorCode::Internal;
   }
-  return Error(code, context + ": " + P().result_str(r) + " (libpulsar result " + std::to_string(static_cast<int>(r)) + ")",
-               static_cast<int>(r));
+  // A refused token stays refused: Unavailable (as other drivers' refused logins), not worth a retry.
+  const bool refused = r == pc::pulsar_result_AuthenticationError;
+  const std::string message = context + ": " + P().result_str(r) + (refused ? ": the broker refused the token" : "") +
+                              " (libpulsar result " + std::to_string(static_cast<int>(r)) + ")";
+  return refused ? Error(code, message, static_cast<int>(r), false) : Error(code, message, static_cast<int>(r));
+}
+
+// The token of Pulsar's token authentication (a JWT): the URL's password (from the URL,
+// password_file= or password_env=), or a lone userinfo (pulsar://TOKEN@host/...). Empty: none.
+std::string token_of(const Url& url) {
+  if (!url.has_userinfo) return {};
+  if (!url.password.empty()) return url.password;
+  if (url.user.empty())
+    throw Error(ErrorCode::InvalidArgument, "pulsar:// URL '" + url.text +
+                                                "' has an empty userinfo; give pulsar://TOKEN@host/topic or "
+                                                "password_file=/password_env= with the token");
+  return url.user;
+}
+
+// Opening timed out. libpulsar cannot tell why: a broker with token authentication leaves a client
+// whose token is missing or refused waiting without an answer, as a stuck broker would.
+std::string open_timeout_hint(pulsar_result r, const Url& url) {
+  if (r != pc::pulsar_result_Timeout) return "";
+  return url.has_userinfo ? " (no answer: a broker refusing the token does this, as does a stuck one)"
+                          : " (no answer: a broker that requires a token does this to a client without one, as "
+                            "does a stuck broker; give pulsar://TOKEN@host/... or password_file=)";
 }
 
 std::string service_url(const Url& url) {
-  if (url.has_userinfo)
-    throw Error(ErrorCode::Unsupported, "pulsar:// URL '" + url.text +
-                                            "' carries credentials; this driver has no Pulsar authentication yet: "
-                                            "use a broker without authentication");
   std::string out = "pulsar://";
   bool first = true;
   for (const auto& h : url.hosts) {
@@ -168,8 +188,13 @@ struct ClientDeleter {
 };
 using ClientHandle = std::unique_ptr<pc::pulsar_client_t, ClientDeleter>;
 
-ClientHandle make_client(const std::string& service, const OptionValues& o) {
+ClientHandle make_client(const std::string& service, const std::string& token, const OptionValues& o) {
   auto* conf = P().client_configuration_create();
+  if (!token.empty()) {
+    auto* auth = P().authentication_token_create(token.c_str());
+    P().client_configuration_set_auth(conf, auth);
+    P().authentication_free(auth);  // the configuration holds its own reference
+  }
   const auto timeout_s = std::max<std::int64_t>(1, (o.get_int("connect_timeout_ms") + 999) / 1000);
   P().client_configuration_set_operation_timeout_seconds(conf, static_cast<int>(timeout_s));
   P().client_configuration_set_io_threads(conf, 1);
@@ -207,7 +232,7 @@ class PulsarSender : public Sender {
  public:
   PulsarSender(const Url& url, const OptionValues& o) : topic_(std::make_shared<const std::string>(topic_of(url))) {
     const std::string service = service_url(url);
-    client_ = make_client(service, o);
+    client_ = make_client(service, token_of(url), o);
     auto* conf = P().producer_configuration_create();
     P().producer_configuration_set_send_timeout(conf, static_cast<int>(o.get_int("send_timeout_ms")));
     P().producer_configuration_set_max_pending_messages(conf, static_cast<int>(o.get_int("max_pending_messages")));
@@ -227,7 +252,8 @@ class PulsarSender : public Sender {
     pc::pulsar_producer_t* producer = nullptr;
     auto r = P().client_create_producer(client_.get(), topic_->c_str(), conf, &producer);
     P().producer_configuration_free(conf);
-    if (r != pc::pulsar_result_Ok) throw pulsar_error(r, "creating a producer on '" + *topic_ + "' at " + service);
+    if (r != pc::pulsar_result_Ok)
+      throw pulsar_error(r, "creating a producer on '" + *topic_ + "' at " + service + open_timeout_hint(r, url));
     producer_ = producer;
   }
   ~PulsarSender() override { close(); }
@@ -322,7 +348,7 @@ class PulsarReceiver : public Receiver, public std::enable_shared_from_this<Puls
     if (dead_letter_ && max_redeliver <= 0)
       throw Error(ErrorCode::InvalidArgument, "dead_letter_topic=" + dlq_topic +
                                                   " needs max_redeliver=N (deliveries before a message goes there)");
-    client_ = make_client(service, o);
+    client_ = make_client(service, token_of(url), o);
     auto* conf = P().consumer_configuration_create();
     P().consumer_configuration_set_consumer_type(
         conf, type == "shared"       ? pc::pulsar_ConsumerShared
@@ -345,7 +371,8 @@ class PulsarReceiver : public Receiver, public std::enable_shared_from_this<Puls
     auto r = P().client_subscribe(client_.get(), topic_.c_str(), subscription_.c_str(), conf, &consumer);
     P().consumer_configuration_free(conf);
     if (r != pc::pulsar_result_Ok)
-      throw pulsar_error(r, "subscribing '" + subscription_ + "' to '" + topic_ + "' at " + service);
+      throw pulsar_error(r, "subscribing '" + subscription_ + "' to '" + topic_ + "' at " + service +
+                                open_timeout_hint(r, url));
     consumer_ = consumer;
   }
 

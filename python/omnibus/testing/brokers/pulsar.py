@@ -18,7 +18,12 @@ broker publish to and read from a topic of its own.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
+import json
+import secrets
 import shutil
 import urllib.request
 from collections.abc import Sequence
@@ -45,10 +50,25 @@ def pulsar_jars(download: bool = True) -> Path:
     return maven_jars(POM, pulsar_home(), "pulsar-broker-[0-9]*.jar", "Pulsar", download)
 
 
-def pulsar_probe(host: str, web_port: int, timeout: float = 5.0) -> None:
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_token(secret_key: bytes, subject: str) -> str:
+    """A JWT (HS256) for Pulsar's token authentication: the role ``subject``, signed with
+    ``secret_key`` (the broker's ``tokenSecretKey``), without expiry. What ``pulsar tokens create
+    --secret-key`` makes."""
+    head = _b64url(json.dumps({"alg": "HS256"}, separators=(",", ":")).encode())
+    body = _b64url(json.dumps({"sub": subject}, separators=(",", ":")).encode())
+    signature = hmac.new(secret_key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64url(signature)}"
+
+
+def pulsar_probe(host: str, web_port: int, timeout: float = 5.0, token: str = "") -> None:
     """The broker's health check (a round trip through a topic of its own) answers ``ok``. Raises otherwise."""
     url = f"http://{host}:{web_port}/admin/v2/brokers/health"
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 - loopback only
         body = r.read(256)
     if body.strip() != b"ok":
         raise ValueError(f"{url} answered {body[:80]!r}")
@@ -68,17 +88,25 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 
 
 class Pulsar(Broker):
-    """Pulsar standalone in one JVM: broker, one bookie, RocksDB metadata, all on loopback."""
+    """Pulsar standalone in one JVM: broker, one bookie, RocksDB metadata, all on loopback.
+
+    ``auth=True``: token authentication (JWT, HS256, with a secret key made for this broker);
+    ``self.token`` is a client's token (role ``omnibus``), ``self.admin_token`` the broker's own.
+    """
 
     kind = "pulsar"
     program = "java"
     install_hint = "install a Java 17 runtime and Maven, which fetches the Pulsar jars (make deps)"
     default_start_timeout = 180.0  # ~25 s idle; a JVM on 2 busy cores, only ever waited by polling
 
-    def __init__(self, *, heap: str = "512m", log_level: str = "WARN", **kwargs: object) -> None:
+    def __init__(self, *, heap: str = "512m", log_level: str = "WARN", auth: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.heap = heap
         self.log_level = log_level
+        self.auth = auth
+        self._secret_key = secrets.token_bytes(32)
+        self.token = make_token(self._secret_key, "omnibus") if auth else ""
+        self.admin_token = make_token(self._secret_key, "admin") if auth else ""
 
     @classmethod
     def missing(cls) -> str | None:
@@ -140,6 +168,17 @@ class Pulsar(Broker):
             "authenticationEnabled": "false",
             "authorizationEnabled": "false",
         }
+        if self.auth:
+            key = base64.b64encode(self._secret_key).decode()
+            props.update({
+                "authenticationEnabled": "true",
+                "authenticationProviders": "org.apache.pulsar.broker.authentication.AuthenticationProviderToken",
+                "tokenSecretKey": f"data:;base64,{key}",
+                "superUserRoles": "admin",
+                # The broker's own client (its health check's producer and consumer) logs in too.
+                "brokerClientAuthenticationPlugin": "org.apache.pulsar.client.impl.auth.AuthenticationToken",
+                "brokerClientAuthenticationParameters": f"token:{self.admin_token}",
+            })
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _command(self) -> list[str]:
@@ -168,4 +207,4 @@ class Pulsar(Broker):
         ]  # fmt: skip
 
     def _probe(self) -> None:
-        pulsar_probe(LOOPBACK, self.ports["web"])
+        pulsar_probe(LOOPBACK, self.ports["web"], token=self.admin_token)
