@@ -108,6 +108,36 @@ def test_bad_input(kafka_url: str) -> None:
         omnibus.publisher(topic_url(kafka_url) + "?rdkafka.no.such.property=1")
 
 
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_scram_logs_in_or_says_why_this_librdkafka_cannot(kafka_broker: Any, mechanism: str) -> None:
+    """The broker has the SCRAM credentials (written at format time; confluent-kafka's newer
+    librdkafka logs in with them). librdkafka before 2.6.1 repeats the client nonce in its proof,
+    which Kafka 4 refuses as invalid credentials: then the error says exactly that."""
+    version = next(d["description"] for d in omnibus.drivers() if d["scheme"] == "kafka").split()[4].rstrip(":")
+    url = f"{kafka_broker.sasl_url()}/scram-{uuid.uuid4().hex[:8]}?sasl_mechanism={mechanism}&connect_timeout_ms=5000"
+    if tuple(int(x) for x in version.split(".")[:3]) >= (2, 6, 1):
+        with omnibus.subscriber(url) as sub, omnibus.publisher(url) as pub:
+            pub.publish(b"scram").result(timeout=30)
+            assert bytes(sub.receive(timeout=30).payload) == b"scram"
+        return
+    confluent_kafka = pytest.importorskip("confluent_kafka", reason="the peer client shows the credentials are right")
+    if tuple(int(x) for x in confluent_kafka.libversion()[0].split(".")[:3]) >= (2, 6, 1):
+        peer = confluent_kafka.Producer({
+            "bootstrap.servers": f"127.0.0.1:{kafka_broker.ports['sasl']}", "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": mechanism, "sasl.username": "omnibus",
+            "sasl.password": kafka_broker.sasl_users["omnibus"], "message.timeout.ms": 20000})
+        peer.produce(f"scram-peer-{uuid.uuid4().hex[:8]}", b"x")
+        remaining = peer.flush(30)
+        del peer  # its sockets and threads go with it (Producer has no close())
+        assert remaining == 0, "the broker refused the right password to a fixed librdkafka too"
+    with pytest.raises(omnibus.Unavailable) as info:
+        omnibus.publisher(url)
+    text = str(info.value)
+    assert f"({mechanism})" in text and "invalid credentials" in text
+    assert f"this librdkafka ({version}, before 2.6.1) sends SCRAM proofs that Kafka 4 brokers refuse" in text
+    assert kafka_broker.sasl_users["omnibus"] not in text
+
+
 def test_sasl_plain_login_round_trip_and_refusals(kafka_broker: Any) -> None:
     """The harness broker's SASL_PLAINTEXT listener: a PLAIN login from the URL works; a wrong
     password is Unavailable naming the user, never the password; the option mistakes are named."""

@@ -313,6 +313,14 @@ int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int r
     hint = "; a refused SASL login looks like this (the broker closes the connection): check the user, the "
            "password and sasl_mechanism";
   const std::string reason = FailReasons::instance().last(rk);
+  // librdkafka before 2.6.1 repeats the client nonce in SCRAM's client-final-message; Kafka 4
+  // checks it strictly (RFC 5802) and refuses the proof as invalid credentials whatever the
+  // password (librdkafka PR #4895). Debian 12 ships 2.0.2.
+  if (where.find("(SCRAM-") != std::string::npos && rd_kafka_version() < 0x020601ff &&
+      reason.find("invalid credentials") != std::string::npos)
+    hint += std::string("; note: this librdkafka (") + rd_kafka_version_str() +
+            ", before 2.6.1) sends SCRAM proofs that Kafka 4 brokers refuse as invalid credentials even with "
+            "the right password: use a Kafka 3 broker, sasl_mechanism=PLAIN over TLS, or librdkafka 2.6.1 or later";
   throw Error(ErrorCode::Unavailable,
               "no Kafka broker at " + where + " answered with topic '" + topic + "' within " +
                   std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) +
