@@ -292,6 +292,43 @@ def test_pulsar_without_a_valid_token_says_what_that_looks_like(pulsar_token_bro
         ], opener=opener)
 
 
+@pytest.fixture(scope="module")
+def sqs_tls_broker() -> Iterator[Any]:
+    """moto's server over HTTPS with a certificate of a CA made for it."""
+    if "awssqs" in omnibus.unavailable_drivers():
+        pytest.skip(f"awssqs:// is not in this build: {omnibus.unavailable_drivers()['awssqs']}")
+    from omnibus.testing.brokers.moto import Moto
+
+    yield from started_broker(Moto, name="sqs-tls", tls=True)
+
+
+def test_sqs_and_sns_over_https_with_a_private_ca(sqs_tls_broker: Any) -> None:
+    from omnibus.testing.brokers.moto import queue_url
+
+    b = sqs_tls_broker
+    assert b.url.split("endpoint=", 1)[1].startswith("https://localhost:") and "tls_ca=" in b.url
+    _round_trip(queue_url(b.url, "tls-queue", create="true"))
+    _round_trip(queue_url(b.sns_url, "tls-topic", create="true"))
+    # tls_verify=false: encrypted, the certificate not checked (here: signed by a CA not given).
+    _round_trip(queue_url(b.url.replace(str(b.pki.ca), str(b.pki.other_ca)), "tls-unverified", create="true",
+                          tls_verify="false"))
+
+
+def test_sqs_tls_refusals_name_the_cause(sqs_tls_broker: Any) -> None:
+    b, pki = sqs_tls_broker, sqs_tls_broker.pki
+    key, port = b.aws.access_key_id, b.ports["port"]
+    https = f"awssqs://{key}:{SECRET}@/q?endpoint=https://localhost:{port}&region=us-east-1&create=true"
+    _all_refused([
+        (f"{https}&tls_ca={pki.other_ca}", omnibus.Unavailable, "SSL certificate problem"),
+        (f"{https}", omnibus.Unavailable, "SSL certificate problem"),  # the system's CAs do not know it
+        (f"awssqs://{key}:{SECRET}@/q?endpoint=http://127.0.0.1:{port}&region=us-east-1&tls_ca={pki.ca}",
+         omnibus.InvalidArgument, "is plaintext http://"),
+        (f"{https}&tls_ca={pki.ca}&tls_cert={pki.client_cert}", omnibus.InvalidArgument,
+         "tls_cert and tls_key go together"),
+        (f"{https}&tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument, "tls_ca=/nonexistent/ca.pem cannot be loaded"),
+    ])
+
+
 # Each driver opened with a password against a port where nothing listens: errors and reprs carry no secret.
 _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "kafka": lambda p: f"kafka://u:{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",

@@ -115,6 +115,16 @@ class Easy {
     curl_easy_setopt(h_, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(h_, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h_, CURLOPT_PRIVATE, this);
+    // TLS of an https:// endpoint (curl checks certificate and host name by default).
+    if (!svc.tls.ca.empty()) curl_easy_setopt(h_, CURLOPT_CAINFO, svc.tls.ca.c_str());
+    if (!svc.tls.cert.empty()) {
+      curl_easy_setopt(h_, CURLOPT_SSLCERT, svc.tls.cert.c_str());
+      curl_easy_setopt(h_, CURLOPT_SSLKEY, svc.tls.key.c_str());
+    }
+    if (!svc.tls.verify) {
+      curl_easy_setopt(h_, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(h_, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
   }
   ~Easy() {
     curl_easy_cleanup(h_);
@@ -281,6 +291,10 @@ Service make_service(const Url& url, const OptionValues& o, const std::string& s
   s.target_prefix = service == "sqs" ? "AmazonSQS." : "";
   s.loc = resolve_location(url, o, service);
   s.creds = resolve_credentials(url, o, url.scheme);
+  s.tls = read_tls_options(o, url.scheme, url.text);
+  if (s.tls.any_given() && s.loc.endpoint.rfind("https://", 0) != 0)
+    throw Error(ErrorCode::InvalidArgument, url.scheme + ":// URL '" + url.text + "' has TLS options, but its endpoint " +
+                                                s.loc.endpoint + " is plaintext http://; give an https:// endpoint");
   s.sigv4 = "aws:amz:" + s.loc.region + ":" + service;
   return s;
 }
@@ -288,7 +302,7 @@ Service make_service(const Url& url, const OptionValues& o, const std::string& s
 // `service`: "sqs" or "sns"; `what`: what create= creates.
 std::vector<OptionSpec> common_options(const std::string& service, const std::string& what) {
   const std::string upper = service == "sqs" ? "SQS" : "SNS";
-  return {
+  std::vector<OptionSpec> specs{
       {"region", OptionType::String, "", "AWS region; default: from the host name, AWS_REGION or AWS_DEFAULT_REGION"},
       {"endpoint", OptionType::String, "",
        "service endpoint URL (moto, LocalStack, ElasticMQ, VPC endpoints); default: the URL's host, "
@@ -297,6 +311,8 @@ std::vector<OptionSpec> common_options(const std::string& service, const std::st
       {"create", OptionType::Bool, "false",
        "create " + what + " when missing; false: a missing one is NotFound"},
   };
+  for (auto& spec : tls_option_specs("aws" + service)) specs.push_back(std::move(spec));
+  return specs;
 }
 
 Pool::Pool(const Service& svc, std::size_t size) : svc_(svc), size_(std::max<std::size_t>(1, size)) {

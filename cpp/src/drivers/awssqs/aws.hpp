@@ -3,6 +3,7 @@
 // requests over HTTP(S) with libcurl, signed with SigV4 by libcurl itself
 // (CURLOPT_AWS_SIGV4). Both speak to AWS through a Pool.
 
+#include "core/tls.hpp"
 #include <curl/curl.h>
 
 #include <atomic>
@@ -59,6 +60,7 @@ struct Service {
   Location loc;
   Credentials creds;
   std::string sigv4;        // "aws:amz:REGION:SERVICE"
+  TlsFiles tls;             // for an https:// endpoint: its CA, a client certificate, verification
 };
 
 // `service`: "sqs" (JSON protocol) or "sns" (query protocol). Throws as

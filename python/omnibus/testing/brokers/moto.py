@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._base import LOOPBACK, Broker, BrokerError
 
@@ -67,7 +68,11 @@ def queue_url(base: str, queue: str, **options: str) -> str:
 
 
 class Moto(Broker):
-    """moto_server for SQS and SNS on one loopback port, SigV4 signatures checked (see the module)."""
+    """moto_server for SQS and SNS on one loopback port, SigV4 signatures checked (see the module).
+
+    ``tls=True``: the port serves HTTPS with certificates from :func:`omnibus.testing.certs.make_pki`
+    (``self.pki``); ``endpoint_url`` is then ``https://localhost:PORT`` and ``url`` carries ``tls_ca``.
+    """
 
     kind = "sqs"
     program = "moto.server"
@@ -80,8 +85,20 @@ class Moto(Broker):
             return f"moto's server is not installed; {cls.install_hint}"
         return None
 
+    def __init__(self, *, tls: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pki = self._certificates(tls)
+
     def _ports(self) -> Sequence[str]:
         return ("port",)
+
+    def _ssl_context(self) -> Any:
+        """For the harness' own requests: this server's CA, or None over plain HTTP."""
+        if not self.pki:
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.pki.ca))
 
     @property
     def _creds_path(self) -> Path:
@@ -96,17 +113,22 @@ class Moto(Broker):
         # this package, so that the child never imports omnibus (under `make sanitize` its extension
         # needs the ASan runtime, which broker processes do not get).
         script = str(Path(__file__).with_name("_moto_main.py"))
-        return [sys.executable, script, "-H", LOOPBACK, "-p", str(self.ports["port"])]
+        cmd = [sys.executable, script, "-H", LOOPBACK, "-p", str(self.ports["port"])]
+        if self.pki:
+            cmd += ["-c", str(self.pki.server_cert), "-k", str(self.pki.server_key)]
+        return cmd
 
     def _env(self) -> dict[str, str]:
         return {"INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS), "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['port']}"
+        # Over TLS the name the certificate gives.
+        return f"https://localhost:{self.ports['port']}" if self.pki else f"http://{LOOPBACK}:{self.ports['port']}"
 
     def _probe(self) -> None:
-        with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=2) as r:  # noqa: S310 - loopback
+        url = f"{self.endpoint_url}/moto-api/"
+        with urllib.request.urlopen(url, timeout=2, context=self._ssl_context()) as r:  # noqa: S310 - loopback
             if r.status != 200:
                 raise ValueError(f"moto-api answered {r.status}")
         if not self._creds_path.exists():
@@ -116,7 +138,8 @@ class Moto(Broker):
         import boto3  # moto depends on it
 
         iam = boto3.client("iam", endpoint_url=self.endpoint_url, region_name=REGION,
-                           aws_access_key_id="setup", aws_secret_access_key="setup")  # unchecked yet
+                           aws_access_key_id="setup", aws_secret_access_key="setup",  # unchecked yet
+                           verify=str(self.pki.ca) if self.pki else None)
         try:
             iam.create_user(UserName="omnibus")
             key = iam.create_access_key(UserName="omnibus")["AccessKey"]
@@ -141,7 +164,9 @@ class Moto(Broker):
             return f"awssqs:///?endpoint={self.endpoint_url}&region={REGION}"
         a = self.aws
         secret = urllib.parse.quote(a.secret_access_key, safe="")
-        return f"awssqs://{urllib.parse.quote(a.access_key_id, safe='')}:{secret}@/?endpoint={a.endpoint}&region={a.region}"
+        tls = f"&tls_ca={self.pki.ca}" if self.pki else ""
+        return (f"awssqs://{urllib.parse.quote(a.access_key_id, safe='')}:{secret}@/?endpoint={a.endpoint}"
+                f"&region={a.region}{tls}")
 
     @property
     def sns_url(self) -> str:
