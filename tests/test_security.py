@@ -69,6 +69,23 @@ def test_nats_logs_in_every_way_over_tls(nats_secure_broker: Any, tmp_path: Path
         _round_trip(url, f"way {i}".encode())
 
 
+def test_nats_permission_refusals_are_errors_not_silence(nats_secure_broker: Any) -> None:
+    """User "limited" may use plain.> only. The server answers anything else with an -ERR and
+    drops it; omnibus reports it instead of a delivery that did not happen or a subscription
+    that never delivers."""
+    b, pki = nats_secure_broker, nats_secure_broker.pki
+    base, ca = f"nats://limited:{b.password}@{_host(b)}", f"tls_ca={pki.ca}"
+    _round_trip(f"{base}/plain.ok?{ca}")
+    with omnibus.publisher(f"{base}/other.x?{ca}") as pub:
+        with pytest.raises(omnibus.Unavailable, match='refused: Permissions Violation for Publish to "other.x"'):
+            pub.publish(b"x").result(timeout=10)
+    _all_refused([(f"{base}/other.y?{ca}", omnibus.Unavailable,
+                   'refused: Permissions Violation for Subscription to "other.y"')], opener=omnibus.subscriber)
+    for opener in (omnibus.publisher, omnibus.subscriber):  # JetStream: its API is off limits
+        _all_refused([(f"{base}/plain.js?{ca}&stream=PLAINJS&request_timeout_ms=1000", omnibus.Unavailable,
+                       r'refused: Permissions Violation for Publish to "\$JS.API.STREAM.INFO.PLAINJS"')], opener=opener)
+
+
 def test_nats_token_from_the_url_or_a_file(nats_token_broker: NatsServer, tmp_path: Path) -> None:
     b = nats_token_broker
     token_file = tmp_path / "token"

@@ -132,6 +132,21 @@ Connection::Connection(const Settings& s, const std::string& role, bool send_asa
   nc_.reset(nc);
 }
 
+std::string Connection::permission_violation(const std::string& fragment) const {
+  if (!nc_) return "";
+  const char* text = nullptr;
+  if (natsConnection_GetLastError(nc_.get(), &text) != NATS_NOT_PERMITTED || !text) return "";
+  std::string t = text;
+  return fragment.empty() || t.find(fragment) != std::string::npos ? t : "";
+}
+
+void Connection::rethrow_explained(const Error& e) const {
+  const std::string v = permission_violation();
+  if (v.empty()) throw e;
+  throw Error(ErrorCode::Unavailable, std::string(e.what()) + "; the server refused: " + v +
+                                          " (this user lacks the permission)", e.native_code(), false);
+}
+
 void Connection::close() {
   if (!nc_) return;
   natsConnection_FlushTimeout(nc_.get(), 1000);

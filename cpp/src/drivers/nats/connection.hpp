@@ -60,6 +60,16 @@ class Connection {
 
   // "connected", "reconnecting (3 disconnects, last error: ...)", for messages.
   std::string state() const;
+
+  // The server's text of the last permissions violation on this connection that contains
+  // `fragment` ("Publish to \"a.b\""; empty: any), or "". The server reports one with an -ERR
+  // that cnats keeps as the connection's last error; a publish or subscribe it denies otherwise
+  // looks like success (core NATS) or a timeout (JetStream's API). Thread-safe.
+  std::string permission_violation(const std::string& fragment = "") const;
+
+  // Throws `e`, or, when the server reported a permissions violation, Unavailable (not
+  // retryable) with e's text and the server's.
+  [[noreturn]] void rethrow_explained(const Error& e) const;
   const std::string& context() const { return context_; }
 
  private:

@@ -34,6 +34,12 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
     // published after open returns is missed.
     st = natsConnection_FlushTimeout(conn_.get(), s_.connect_timeout.count());
     if (st != NATS_OK) throw nats_error(st, context() + ": the server did not confirm the subscription");
+    // A subscription this user may not make is answered with an -ERR before that PONG, and
+    // would deliver nothing, ever.
+    const std::string denied = conn_.permission_violation("Subscription to \"" + s_.subject + "\"");
+    if (!denied.empty())
+      throw Error(ErrorCode::Unavailable, context() + ": the server refused: " + denied +
+                                              " (this user lacks the permission)", NATS_NOT_PERMITTED, false);
   }
   ~CoreReceiver() override { close(); }
 
@@ -145,7 +151,11 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
   // the one of the request being waited for.
   explicit JsReceiver(Settings s) : s_(std::move(s)), conn_(s_, "JetStream subscriber") {
     js_ = make_js(conn_, s_);
-    ensure_stream(js_.get(), s_, "NATS " + conn_.context(), false);
+    try {
+      ensure_stream(js_.get(), s_, "NATS " + conn_.context(), false);
+    } catch (const Error& e) {
+      conn_.rethrow_explained(e);
+    }
     consumer_ = s_.consumer();
     if (consumer_.empty()) {
       ephemeral_ = create_ephemeral();

@@ -68,7 +68,15 @@ class CoreSender final : public Sender {
     }
     // One PING per batch: its PONG says the server has read every message before it.
     natsStatus st = confirm();
-    if (st == NATS_OK) {
+    // The server answers a publish this user may not make with an -ERR before the PONG, and
+    // drops the message: fail it rather than report a delivery that did not happen.
+    const std::string denied = st == NATS_OK ? conn_.permission_violation("Publish to \"" + s_.subject + "\"") : "";
+    if (!denied.empty()) {
+      Error err(ErrorCode::Unavailable, context() + ": the server refused: " + denied +
+                                            " (this user lacks the permission; the message was dropped)",
+                NATS_NOT_PERMITTED, false);
+      for (auto i : written) on_result(i, &err);
+    } else if (st == NATS_OK) {
       for (auto i : written) on_result(i, nullptr);
     } else {
       Error base = nats_error(st, context());
@@ -295,7 +303,11 @@ class JsSender final : public Sender {
       jo.PublishAsync.AckHandler = on_pub_ack;
       jo.PublishAsync.AckHandlerClosure = key_;
       js_ = make_js(conn_, s_, &jo);
-      stream_max_ = ensure_stream(js_.get(), s_, "NATS " + conn_.context(), true);
+      try {
+        stream_max_ = ensure_stream(js_.get(), s_, "NATS " + conn_.context(), true);
+      } catch (const Error& e) {
+        conn_.rethrow_explained(e);
+      }
     } catch (...) {
       PubSinks::instance().remove(key_);
       throw;

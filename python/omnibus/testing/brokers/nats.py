@@ -104,8 +104,11 @@ class NatsServer(Broker):
             lines.append(f'tls {{ cert_file: "{self.pki.server_cert}", key_file: "{self.pki.server_key}", '
                          f'ca_file: "{self.pki.ca}", timeout: 5 }}')
         if self.auth == "users":
+            # "limited" may use core NATS subjects under plain.> only: no JetStream API.
             lines.append(f'authorization {{ users: [ {{ user: "omnibus", password: "{self.password}" }}, '
-                         f'{{ nkey: "{self.nkey}" }} ] }}')
+                         f'{{ nkey: "{self.nkey}" }}, '
+                         f'{{ user: "limited", password: "{self.password}", permissions: {{ '
+                         f'publish: ["plain.>"], subscribe: ["plain.>", "_INBOX.>"] }} }} ] }}')
         elif self.auth == "token":
             lines.append(f'authorization {{ token: "{self.token}" }}')
         (self.dir / "nats.conf").write_text("\n".join(lines) + "\n")
