@@ -61,6 +61,9 @@ def _text(v: Any) -> str:
 _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     # Several partitions, so that competing consumers both get work; 1 MiB payloads allowed.
     "kafka": ("kafka", lambda base, topic: f"{base}/{topic}?partitions=4&rdkafka.message.max.bytes=4194304"),
+    # SASL PLAIN over TLS (SASL_SSL) to a Kafka with TLS listeners (see kafka_secure_url).
+    "kafka-tls": ("kafka_secure",
+                  lambda base, topic: _with_path(base, topic, "partitions=4&rdkafka.message.max.bytes=4194304")),
     # MQTT 5 (keys and headers as user properties), QoS 1: at-least-once like the others.
     "mqtt": ("mqtt", lambda base, topic: f"{base}/{topic}?qos=1"),
     # mqtts:// to a Mosquitto TLS listener that admits only its user: a password and a client
@@ -86,7 +89,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
 }
 # The driver's URL scheme where it is not the broker kind: per target.
-_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts"}
+_SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts",
+            "kafka-tls": "kafka"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -133,6 +137,21 @@ def nats_secure_url(nats_secure_broker: Any) -> str:
     host = b.url.split("://", 1)[1]
     return (f"nats://omnibus:{b.password}@{host}?tls_ca={pki.ca}&tls_cert={pki.client_cert}"
             f"&tls_key={pki.client_key}")
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_broker() -> Iterator[Broker]:
+    """Kafka with an SSL listener that requires client certificates and a SASL_SSL one (PLAIN)."""
+    from omnibus.testing.brokers.kafka import Kafka
+
+    yield from started_broker(Kafka, name="kafka-secure", tls=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_url(kafka_secure_broker: Any) -> str:
+    """SASL PLAIN over TLS to the SASL_SSL listener, the broker's certificate checked (no topic)."""
+    b = kafka_secure_broker
+    return f"kafka://omnibus:{b.sasl_users['omnibus']}@127.0.0.1:{b.ports['sasl_ssl']}?tls_ca={b.pki.ca}"
 
 
 @pytest.fixture(scope="session")

@@ -145,30 +145,22 @@ def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
     _all_refused(cases)
 
 
-@pytest.fixture(scope="module")
-def kafka_tls_broker() -> Iterator[Any]:
-    """Kafka with an SSL listener that requires client certificates and a SASL_SSL one (PLAIN)."""
-    from omnibus.testing.brokers.kafka import Kafka
-
-    yield from started_broker(Kafka, name="kafka-tls", tls=True)
-
-
 def _kafka_round_trip(url: str) -> None:
     with omnibus.subscriber(f"{url}&offset_reset=earliest") as sub, omnibus.publisher(url) as pub:
         pub.publish(b"secured").result(timeout=30)
         assert bytes(sub.receive(timeout=30).payload) == b"secured"
 
 
-def test_kafka_over_tls_with_a_client_certificate_or_sasl(kafka_tls_broker: Any) -> None:
-    b, pki = kafka_tls_broker, kafka_tls_broker.pki
+def test_kafka_over_tls_with_a_client_certificate_or_sasl(kafka_secure_broker: Any) -> None:
+    b, pki = kafka_secure_broker, kafka_secure_broker.pki
     ca = f"tls_ca={pki.ca}"
     _kafka_round_trip(f"kafka://127.0.0.1:{b.ports['ssl']}/mtls?{ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
     password = b.sasl_users["omnibus"]
     _kafka_round_trip(f"kafka://omnibus:{password}@127.0.0.1:{b.ports['sasl_ssl']}/saslssl?{ca}")
 
 
-def test_kafka_tls_refusals_name_the_cause(kafka_tls_broker: Any) -> None:
-    b, pki = kafka_tls_broker, kafka_tls_broker.pki
+def test_kafka_tls_refusals_name_the_cause(kafka_secure_broker: Any) -> None:
+    b, pki = kafka_secure_broker, kafka_secure_broker.pki
     ssl, sasl_ssl, plain = b.ports["ssl"], b.ports["sasl_ssl"], b.ports["port"]
     mtls = f"tls_cert={pki.client_cert}&tls_key={pki.client_key}&connect_timeout_ms=3000"
     cases = [
