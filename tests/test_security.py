@@ -260,6 +260,8 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
         (f"redis://127.0.0.1:{plain}/r", omnibus.Unavailable, "refused the login"),
         (f"rediss://:{SECRET}@localhost:{tls}/r?tls_ca={pki.other_ca}", omnibus.Unavailable, "certificate verify failed"),
         (f"redis://:{SECRET}@127.0.0.1:{plain}/r?tls_ca={pki.ca}", omnibus.InvalidArgument, "redis:// is plaintext"),
+        (f"rediss://:{SECRET}@localhost:{plain}/r?tls_ca={pki.ca}&connect_timeout_ms=2000", omnibus.Unavailable,
+         "no TLS handshake within connect_timeout_ms=2000 .is the port a TLS listener"),  # TLS to a plaintext port
         (f"rediss://:{SECRET}@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
          "tls_ca=/nonexistent/ca.pem cannot be read"),
     ]

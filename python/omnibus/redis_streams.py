@@ -76,6 +76,7 @@ def _client(url: dict[str, Any], options: dict[str, Any]) -> Any:
             raise omnibus.InvalidArgument(f"{url['text']}: {name}={path} cannot be read (missing, or not readable)")
     ssl = {}
     if tls:
+        _tls_handshake(host or "127.0.0.1", port or 6379, options, timeout, url["text"])
         ssl = {"ssl": True, "ssl_ca_certs": options["tls_ca"] or None, "ssl_certfile": options["tls_cert"] or None,
                "ssl_keyfile": options["tls_key"] or None, "ssl_cert_reqs": "required" if options["tls_verify"] else "none",
                "ssl_check_hostname": bool(options["tls_verify"])}
@@ -101,6 +102,39 @@ def _client(url: dict[str, Any], options: dict[str, Any]) -> Any:
         client.close()
         raise _error(e, f"cannot reach {url['text']}") from e
     return client
+
+
+def _tls_handshake(host: str, port: int, options: dict[str, Any], timeout: float, where: str) -> None:
+    """One TLS handshake within connect_timeout_ms before redis-py connects: redis-py bounds its
+    handshake by the read timeout and retries it, so a plaintext port took a minute to fail; here
+    it is Unavailable within the timeout, naming the likely cause."""
+    import ssl
+
+    try:
+        ctx = ssl.create_default_context(cafile=options["tls_ca"] or None)
+        if not options["tls_verify"]:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if options["tls_cert"]:
+            ctx.load_cert_chain(options["tls_cert"], options["tls_key"])
+    except ssl.SSLError as e:
+        raise omnibus.InvalidArgument(f"{where}: tls_ca, tls_cert or tls_key is not a usable PEM file: {e}") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host):
+                pass
+    except ssl.SSLCertVerificationError as e:
+        raise omnibus.Unavailable(f"cannot reach {where}: TLS handshake failed: certificate verify failed: "
+                                  f"{e.verify_message}") from None
+    except (ssl.SSLError, ConnectionResetError) as e:
+        raise omnibus.Unavailable(f"cannot reach {where}: TLS handshake failed: {e} (is the port a TLS listener? "
+                                  "redis:// for a plaintext one)") from None
+    except socket.timeout:
+        raise omnibus.Unavailable(f"cannot reach {where}: no TLS handshake within connect_timeout_ms="
+                                  f"{options['connect_timeout_ms']} (is the port a TLS listener? redis:// for a "
+                                  "plaintext one)") from None
+    except OSError as e:
+        raise omnibus.Unavailable(f"cannot reach {where}: {e}") from None
 
 
 def _error(e: BaseException, context: str) -> omnibus.Error:
