@@ -1,7 +1,11 @@
 // gcppubsub:// publishing (sender.hpp): Publish RPCs of up to request_messages
 // messages and request_bytes bytes, up to max_in_flight of them at once on
-// gRPC's callback API, each message's result reported from gRPC's thread when
-// its RPC completes.
+// gRPC's async API, each message's result reported from the sender's
+// completion thread when its RPC completes. A completion queue and thread of
+// its own rather than gRPC's callback API: grpc++ 1.51 serves callbacks from
+// process-wide threads that outlive no channel cleanly (a crash seen when the
+// last channel went while Python imported grpcio), and this way close() ends
+// everything the sender started.
 //
 // Order: Pub/Sub keeps the order of one ordering key as the server received
 // the messages, so a Publish request that carries a key waits until the
@@ -15,6 +19,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -35,7 +40,9 @@ class PubSubSender : public Sender {
         url_(c_->loc.url),
         max_in_flight_(static_cast<std::size_t>(o.get_int("max_in_flight"))),
         request_bytes_(static_cast<std::size_t>(o.get_int("request_bytes"))),
-        request_messages_(static_cast<int>(o.get_int("request_messages"))) {}
+        request_messages_(static_cast<int>(o.get_int("request_messages"))) {
+    cq_thread_ = std::thread([this] { complete(); });
+  }
 
   ~PubSubSender() override { close(); }
 
@@ -95,6 +102,9 @@ class PubSubSender : public Sender {
     closed_ = true;
     for (Call* call : in_flight_) call->ctx.TryCancel();
     cv_.wait(lock, [&] { return in_flight_.empty(); });
+    lock.unlock();
+    cq_.Shutdown();  // nothing is in flight: the thread ends at once
+    if (cq_thread_.joinable()) cq_thread_.join();
     c_.reset();  // the channel (its connection) goes now: the object may live on (Python)
   }
 
@@ -103,6 +113,8 @@ class PubSubSender : public Sender {
     grpc::ClientContext ctx;
     v1::PublishRequest req;
     v1::PublishResponse resp;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::PublishResponse>> reader;
     std::vector<std::size_t> members;  // index in the batch of each message of req
     std::unordered_set<std::string> keys;
     SendResultFn on_result;
@@ -129,12 +141,23 @@ class PubSubSender : public Sender {
       in_flight_.insert(call.get());
     }
     call->ctx.set_deadline(std::chrono::system_clock::now() + c_->timeout);
-    Call* raw = call.release();  // owned by the callback from here on
-    c_->publisher->async()->Publish(&raw->ctx, &raw->req, &raw->resp,
-                                    [this, raw](grpc::Status s) { done(std::unique_ptr<Call>(raw), s); });
+    Call* raw = call.release();  // owned by the completion queue from here on (its tag)
+    raw->reader = c_->publisher->AsyncPublish(&raw->ctx, raw->req, &cq_);
+    raw->reader->Finish(&raw->resp, &raw->status, raw);
   }
 
-  // On a gRPC thread, once per Publish.
+  // The completion thread: each Publish's result, until close() shuts the queue down.
+  void complete() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+      std::unique_ptr<Call> call(static_cast<Call*>(tag));
+      const grpc::Status s = call->status;
+      done(std::move(call), s);
+    }
+  }
+
+  // On the completion thread, once per Publish.
   void done(std::unique_ptr<Call> call, const grpc::Status& s) {
     bool closing;
     {
@@ -170,6 +193,8 @@ class PubSubSender : public Sender {
   const std::size_t request_bytes_;
   const int request_messages_;
   std::atomic<bool> connected_{true};
+  grpc::CompletionQueue cq_;
+  std::thread cq_thread_;
 
   std::mutex mu_;  // guards what follows
   std::condition_variable cv_;  // a request completed, or closed
