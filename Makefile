@@ -172,7 +172,8 @@ bench: py-install
 # build/fuzz/<target>_fuzz <file>.
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope mqtt_packets amqp_envelope awssqs_envelope pulsar_envelope
+FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope mqtt_packets amqp_envelope awssqs_envelope pulsar_envelope \
+	gcp_envelope
 
 fuzz: apt-deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DOMNIBUS_BUILD_FUZZ=ON \

@@ -8,7 +8,7 @@ loopback (or PUBSUB_EMULATOR_HOST / OMNIBUS_GCP_URL names), four figures in one 
   PublisherClient.publish() with its own batching (max_messages=--batch), each until every
   message's Publish RPC answered;
 - receive: --receive-messages already on a subscription, drained by an omnibus subscriber
-  (auto_ack; StreamingPull as by default, and pull=unary) against SubscriberClient.subscribe()
+  (auto_ack; StreamingPull as by default, with streams=4, and pull=unary) against SubscriberClient.subscribe()
   (StreamingPull, a callback that acks each message), each until all arrived.
 
 The fake is the server for both clients, and it is slow at handing out messages on StreamingPull:
@@ -155,6 +155,7 @@ def main() -> None:
     runs = [("omnibus publish", lambda b: omnibus_publish(b, n, size, batch)),
             ("google publish", lambda b: google_publish(b, n, size, batch)),
             ("omnibus receive", lambda b: omnibus_receive(b, rn, size, batch)),
+            ("omnibus receive 4 streams", lambda b: omnibus_receive(b, rn, size, batch, streams="4")),
             ("omnibus receive unary", lambda b: omnibus_receive(b, rn, size, batch, pull="unary")),
             ("google receive", lambda b: google_receive(b, rn, size, batch))]
     with fake_url() as base:
@@ -163,11 +164,13 @@ def main() -> None:
     print(f"  publish {n:,}: omnibus publish_many, batches of {batch:<5}      {rates['omnibus publish']:>10,.0f} msg/s")
     print(f"  publish {n:,}: google publish(), max_messages={batch:<5}     {rates['google publish']:>10,.0f} msg/s")
     print(f"  receive {rn:,}: omnibus, StreamingPull (default)          {rates['omnibus receive']:>10,.0f} msg/s")
+    print(f"  receive {rn:,}: omnibus, StreamingPull streams=4          {rates['omnibus receive 4 streams']:>10,.0f} msg/s")
     print(f"  receive {rn:,}: omnibus, pull=unary                       {rates['omnibus receive unary']:>10,.0f} msg/s")
     print(f"  receive {rn:,}: google subscribe() + ack()                {rates['google receive']:>10,.0f} msg/s")
     g_pub, g_recv = rates["google publish"], rates["google receive"]
     print(f"  publish: omnibus / google                        {rates['omnibus publish'] / g_pub:>10.2f}x  (issue: >= 3x)")
     print(f"  receive: omnibus StreamingPull / google          {rates['omnibus receive'] / g_recv:>10.2f}x  (issue: >= 3x)")
+    print(f"  receive: omnibus streams=4 / google              {rates['omnibus receive 4 streams'] / g_recv:>10.2f}x")
     print(f"  receive: omnibus pull=unary / google             {rates['omnibus receive unary'] / g_recv:>10.2f}x")
 
 

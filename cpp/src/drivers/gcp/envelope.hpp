@@ -22,12 +22,13 @@
 // length in decimal, a colon, then the name (so names may hold any
 // character). Any other set of headers travels packed in one attribute
 // omnibus-headers: base64 of, per header, a 4-byte big-endian length and the
-// name, then the same for the value.
+// name, then the same for the value. (Pub/Sub refuses that attribute when it
+// is over 1,024 bytes: such headers cannot travel; the fake takes them.)
 //
 // Received attributes that are not omnibus-* ones are headers: in the order
-// omnibus-order gives when it names exactly them, else sorted by name. A
-// malformed omnibus-* attribute arrives as an ordinary header instead of
-// being lost.
+// omnibus-order gives when it names exactly them, else sorted by name (an
+// omnibus-order naming others is dropped). Any other malformed omnibus-*
+// attribute arrives as an ordinary header instead of being lost.
 //
 // Thread-safe (no state), does not block, throws nothing but std::bad_alloc.
 
