@@ -36,6 +36,8 @@ Decoded decoded(const std::string& ordering_key, Attributes attrs) {
 
 Decoded round_trip(const std::optional<std::string>& key, const Headers& headers) {
   Encoded e = encode(key, headers);
+  // Headers of over ~100 KiB packed need more attributes than Pub/Sub takes
+  // (it refuses such a message); the fuzzer's inputs stay far below that.
   fuzz::check(e.attributes.size() <= kMaxAttributes, "more than 100 attributes");
   fuzz::check(e.ordering_key.size() <= kMaxOrderingKey && utf8(e.ordering_key),
               "an ordering key Pub/Sub refuses: " + fuzz::shown(e.ordering_key));
@@ -43,8 +45,7 @@ Decoded round_trip(const std::optional<std::string>& key, const Headers& headers
   for (const auto& [name, value] : e.attributes) {
     fuzz::check(!name.empty() && name.size() <= kMaxAttributeName && utf8(name) && name.rfind("goog", 0) != 0,
                 "an attribute name Pub/Sub refuses: " + fuzz::shown(name));
-    fuzz::check(value.size() <= kMaxAttributeValue || name == kHeadersAttr,
-                "an attribute value over 1,024 bytes: " + fuzz::shown(name));
+    fuzz::check(value.size() <= kMaxAttributeValue, "an attribute value over 1,024 bytes: " + fuzz::shown(name));
     fuzz::check(utf8(value), "an attribute value that is not UTF-8: " + fuzz::shown(value));
     fuzz::check(names.insert(name).second, "a repeated attribute name: " + fuzz::shown(name));
   }

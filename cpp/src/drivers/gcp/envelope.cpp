@@ -62,6 +62,20 @@ std::optional<Headers> unpack(std::string_view text) {
   return out;
 }
 
+// 1 for omnibus-headers, N for omnibus-headers-N (N >= 2, no leading zero), else 0.
+std::size_t chunk_index(std::string_view name) {
+  if (name.substr(0, kHeadersAttr.size()) != kHeadersAttr) return 0;
+  name.remove_prefix(kHeadersAttr.size());
+  if (name.empty()) return 1;
+  if (name.size() < 2 || name.size() > 4 || name[0] != '-' || name[1] == '0') return 0;
+  std::size_t n = 0;
+  for (char c : name.substr(1)) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return n >= 2 ? n : 0;
+}
+
 std::string order_of(const Headers& headers) {
   std::string out;
   for (const auto& h : headers) out += std::to_string(h.first.size()) + ":" + h.first;
@@ -115,7 +129,14 @@ Encoded encode(const std::optional<std::string>& key, const Headers& headers) {
       if (!order.empty()) e.attributes.emplace_back(kOrderAttr, std::move(order));
     }
   }
-  if (!plain) e.attributes.emplace_back(kHeadersAttr, pack(headers));
+  if (!plain) {
+    // Pub/Sub takes attribute values of up to 1,024 bytes: longer packed
+    // headers continue in omnibus-headers-2, -3, ...
+    const std::string packed = pack(headers);
+    for (std::size_t at = 0, i = 1; at < packed.size() || i == 1; at += kMaxAttributeValue, ++i)
+      e.attributes.emplace_back(i == 1 ? std::string(kHeadersAttr) : std::string(kHeadersAttr) + "-" + std::to_string(i),
+                                packed.substr(at, kMaxAttributeValue));
+  }
   return e;
 }
 
@@ -125,8 +146,13 @@ Decoded decode(const std::string& ordering_key, Attributes attributes) {
   std::sort(attributes.begin(), attributes.end());
   std::optional<std::vector<std::string>> order;
   std::optional<Headers> packed;
+  std::vector<std::pair<std::size_t, std::pair<std::string, std::string>>> chunks;  // of omnibus-headers
   Headers rest;
   for (auto& a : attributes) {
+    if (std::size_t i = chunk_index(a.first)) {
+      chunks.emplace_back(i, std::move(a));
+      continue;
+    }
     if (a.first == kKeyAttr && !d.key) {
       if (auto k = b64_decode(a.second)) {
         d.key = std::move(*k);
@@ -138,13 +164,24 @@ Decoded decode(const std::string& ordering_key, Attributes attributes) {
         d.foreign = false;
         continue;
       }
-    } else if (a.first == kHeadersAttr && !packed) {
-      if ((packed = unpack(a.second))) {
-        d.foreign = false;
-        continue;
-      }
     }
     rest.push_back(std::move(a));
+  }
+  if (!chunks.empty()) {
+    std::sort(chunks.begin(), chunks.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    std::string text;
+    bool whole = true;
+    for (std::size_t i = 0; i < chunks.size() && whole; ++i) {
+      whole = chunks[i].first == i + 1;
+      text += chunks[i].second.second;
+    }
+    if (whole && (packed = unpack(text))) {
+      d.foreign = false;
+    } else {
+      packed.reset();
+      for (auto& c : chunks) rest.push_back(std::move(c.second));
+      std::sort(rest.begin(), rest.end());
+    }
   }
   if (packed) {
     d.headers = std::move(*packed);

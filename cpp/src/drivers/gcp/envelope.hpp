@@ -22,13 +22,15 @@
 // length in decimal, a colon, then the name (so names may hold any
 // character). Any other set of headers travels packed in one attribute
 // omnibus-headers: base64 of, per header, a 4-byte big-endian length and the
-// name, then the same for the value. (Pub/Sub refuses that attribute when it
-// is over 1,024 bytes: such headers cannot travel; the fake takes them.)
+// name, then the same for the value; text beyond Pub/Sub's 1,024 bytes a value
+// continues in omnibus-headers-2, -3, ... (so about 100 KiB of such headers at
+// most: Pub/Sub refuses more than 100 attributes).
 //
 // Received attributes that are not omnibus-* ones are headers: in the order
 // omnibus-order gives when it names exactly them, else sorted by name (an
 // omnibus-order naming others is dropped). Any other malformed omnibus-*
-// attribute arrives as an ordinary header instead of being lost.
+// attribute (packed headers with a piece missing, too) arrives as an ordinary
+// header instead of being lost.
 //
 // Thread-safe (no state), does not block, throws nothing but std::bad_alloc.
 
