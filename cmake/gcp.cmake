@@ -57,11 +57,11 @@ print(find("google/cloud/pubsub_v1/proto/pubsub.proto") + ";" + find("google/api
       list(GET roots 0 pubsub_root)
       list(GET roots 1 api_root)
       if(NOT pubsub_root)
-        set(why "google/cloud/pubsub_v1/proto/pubsub.proto not found in ${py}'s site-packages "
-                "(pip install 'omnibus[gcp]', make deps)")
+        set(why "google/cloud/pubsub_v1/proto/pubsub.proto not found in ${py}'s site-packages \
+(the google-cloud-pubsub wheel: pip install 'omnibus[gcp]')")
       elseif(NOT api_root)
-        set(why "google/api/annotations.proto not found in ${py}'s site-packages "
-                "(googleapis-common-protos; make deps)")
+        set(why "google/api/annotations.proto not found in ${py}'s site-packages \
+(the googleapis-common-protos wheel: pip install 'omnibus[gcp]')")
       elseif(NOT OMNIBUS_PROTOBUF_INCLUDE)
         set(why "google/protobuf/duration.proto not found (libprotobuf-dev)")
       endif()
@@ -69,8 +69,13 @@ print(find("google/cloud/pubsub_v1/proto/pubsub.proto") + ";" + find("google/api
   endif()
   if(why)
     message(WARNING "omnibus: ${why}; the gcppubsub:// driver is left out. Install it (make deps) and rebuild.")
-    set(OMNIBUS_GCP_MISSING "${why}" PARENT_SCOPE)
-    target_compile_definitions(omnibus_core PRIVATE "OMNIBUS_GCP_MISSING=\"${why}\"")
+    # The reason goes to builtin.cpp in a header: quotes and brackets do not
+    # survive a -D definition on every generator.
+    string(REPLACE "\\" "\\\\" text "${why}")
+    string(REPLACE "\"" "\\\"" text "${text}")
+    file(WRITE ${CMAKE_BINARY_DIR}/gcp_missing/omnibus_gcp_missing.h "#define OMNIBUS_GCP_MISSING \"${text}\"\n")
+    target_include_directories(omnibus_core PRIVATE ${CMAKE_BINARY_DIR}/gcp_missing)
+    target_compile_definitions(omnibus_core PRIVATE OMNIBUS_GCP_MISSING_HEADER=1)
     return()
   endif()
   message(STATUS "omnibus: gcppubsub:// with grpc++ ${OMNIBUS_GRPC_grpc++_VERSION}, protos from ${pubsub_root}")

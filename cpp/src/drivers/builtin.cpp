@@ -22,6 +22,8 @@
 #endif
 #ifdef OMNIBUS_DRIVER_GCP
 #include "drivers/gcp/gcppubsub_driver.hpp"
+#elif defined(OMNIBUS_GCP_MISSING_HEADER)
+#include "omnibus_gcp_missing.h"  // written by cmake/gcp.cmake: OMNIBUS_GCP_MISSING, the reason
 #endif
 
 namespace omnibus {
