@@ -38,6 +38,8 @@ namespace {
 
 using std::chrono::milliseconds;
 
+constexpr std::size_t kMaxCounted = 100000;  // message ids whose deliveries a receiver counts
+
 std::string random_hex(std::size_t n) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   static const char* digits = "0123456789abcdef";
@@ -279,6 +281,9 @@ class PubSubReceiver : public Receiver, public std::enable_shared_from_this<PubS
              now + std::chrono::seconds(stream_deadline_s_)};
       {
         std::lock_guard lock(mu_);
+        // Messages nacked here and acked by another group member are never
+        // forgotten one by one: a bound, past which the counts start again.
+        if (attempts_.size() >= kMaxCounted) attempts_.clear();
         std::uint32_t& seen = attempts_[h.message_id];
         ++seen;
         if (attempt == 0) attempt = seen;
