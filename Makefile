@@ -12,6 +12,7 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
 	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
+	libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
 	clang libclang-rt-14-dev chromium
@@ -24,11 +25,11 @@ PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9"
 # `pip install "omnibus[compare]"` never disagree: compare (pandas, matplotlib,
 # tqdm), notebook, test, and peers (the peer clients that the benchmarks run
 # beside omnibus in the same run, and Kafka's end offsets).
-PIP_EXTRAS := compare notebook test peers redis pulsar
+PIP_EXTRAS := compare notebook test peers redis pulsar gcp
 
-.PHONY: deps apt-deps pip-deps kafka-deps pulsar-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
+.PHONY: deps apt-deps pip-deps kafka-deps pulsar-deps gcp-deps build cpp-test py-install test demo bench fuzz clean sanitize sanitize-cpp sanitize-py tsan soak
 
-deps: apt-deps pip-deps kafka-deps pulsar-deps
+deps: apt-deps pip-deps kafka-deps pulsar-deps gcp-deps
 
 # Idempotent: installs only the packages that are missing.
 apt-deps:
@@ -75,6 +76,26 @@ pulsar-deps: apt-deps
 		mvn -q -B -f "$$work/pom.xml" dependency:copy-dependencies -DoutputDirectory="$$work/libs" && \
 		mv -T "$$work/libs" "$(PULSAR_HOME)/libs"; \
 		rc=$$?; rm -rf "$$work"; exit $$rc; }
+
+# Google's Pub/Sub fake (pstest, Go module cloud.google.com/go/pubsub/v2) for
+# the gcppubsub:// tests, built once into the cache the harness reads
+# (omnibus.testing.brokers.pubsub.fake_home). Needs Go 1.26 or later (Debian 12
+# has 1.19): from PATH or /usr/local/go. Without it this warns instead of
+# failing, and the gcp tests skip saying why (CI=true makes that a failure).
+PUBSUB_FAKE_SRC := python/omnibus/testing/pubsub_fake
+PUBSUB_FAKE_VERSION := $(shell sed -n 's|.*cloud.google.com/go/pubsub/v2 \(v[^ ]*\).*|\1|p' $(PUBSUB_FAKE_SRC)/go.mod)
+PUBSUB_FAKE_HOME := $(or $(OMNIBUS_PUBSUB_FAKE_HOME),$(HOME)/.cache/omnibus/pubsub-fake-$(PUBSUB_FAKE_VERSION))
+GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+
+gcp-deps:
+	@[ -x "$(PUBSUB_FAKE_HOME)/pubsub-fake" ] || { \
+		if [ -z "$(GO)" ]; then \
+			echo "make deps: WARNING: Go 1.26 or later is not installed; the Pub/Sub fake is not built and the gcppubsub:// tests will skip"; \
+		else \
+			mkdir -p "$(PUBSUB_FAKE_HOME)" && \
+			(cd $(PUBSUB_FAKE_SRC) && CGO_ENABLED=0 $(GO) build -mod=readonly -o "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" .) && \
+			mv "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" "$(PUBSUB_FAKE_HOME)/pubsub-fake"; \
+		fi; }
 
 # The C++ engine and its GoogleTest units (CTest label "unit").
 cpp-test: deps
@@ -152,7 +173,8 @@ bench: py-install
 # build/fuzz/<target>_fuzz <file>.
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope mqtt_packets amqp_envelope awssqs_envelope pulsar_envelope
+FUZZ_TARGETS := url json msgpack base64 text nats_envelope mqtt_envelope mqtt_packets amqp_envelope awssqs_envelope pulsar_envelope \
+	gcp_envelope
 
 fuzz: apt-deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DOMNIBUS_BUILD_FUZZ=ON \

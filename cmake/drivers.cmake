@@ -75,3 +75,10 @@ if(OMNIBUS_WITH_PULSAR)
 else()
   message(STATUS "omnibus: pulsar:// driver disabled (OMNIBUS_WITH_PULSAR=OFF)")
 endif()
+
+# gcppubsub:// on gRPC: grpc++ and protobuf from Debian, and C++ stubs that
+# protoc and grpc_cpp_plugin generate at build time from the .proto files in
+# Google's wheels (google-cloud-pubsub ships google/pubsub/v1 as
+# google/cloud/pubsub_v1/proto/, googleapis-common-protos ships google/api),
+# so that no generated or copied proto lives in this repository.
+include(${CMAKE_CURRENT_LIST_DIR}/gcp.cmake)

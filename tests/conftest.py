@@ -22,6 +22,7 @@ import omnibus
 from omnibus.testing import wait_until  # noqa: F401  (re-exported for the tests)
 from omnibus.testing.brokers._base import Broker, Cluster
 from omnibus.testing.brokers.moto import queue_url
+from omnibus.testing.brokers.pubsub import FAKE_REQUEST_BYTES, topic_url
 
 _names = itertools.count()
 
@@ -87,16 +88,25 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "awssqs": ("sqs", lambda base, topic: queue_url(base, topic, create="true")),
     # An SNS topic of its own per test on the same server; each subscriber an SQS queue subscribed to it.
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
+    # A Pub/Sub topic of its own per test on Google's fake (pstest), created by its first client; each
+    # subscriber a subscription of its own, or its group's. Publish requests below the fake's 4 MiB.
+    # StreamingPull, 4 streams per subscriber (see _MAX_MESSAGES); tests/test_gcppubsub.py covers pull=unary.
+    "gcppubsub": ("gcp", lambda base, topic: topic_url(base, topic, request_bytes=str(FAKE_REQUEST_BYTES),
+                                                       streams="4")),
 }
 # The driver's URL scheme where it is not the broker kind: per target.
 _SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts",
-            "kafka-tls": "kafka"}
+            "kafka-tls": "kafka", "gcppubsub": "gcppubsub"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
 # take it ~10 s on an idle machine, sixteen thousand hours. Tests of volume
-# send at most this many through it (AWS itself has no such limit).
-_MAX_MESSAGES = {"awssqs": 100, "awssns": 100}
+# send at most this many through it (AWS itself has no such limit). Google's
+# Pub/Sub fake hands each StreamingPull stream one message per 10 ms tick
+# (~100 messages/s a stream, where Pub/Sub streams megabytes a second):
+# gcppubsub sends at most 1,600 (pull=unary has no such limit on the fake;
+# 1,600: test_concurrent_publishers sends whole steps of 50 per publisher).
+_MAX_MESSAGES = {"awssqs": 100, "awssns": 100, "gcppubsub": 1600}
 
 # A driver of one's own (a Python driver registered by its package's entry point, say) runs the
 # whole suite with OMNIBUS_CONFORMANCE_URL=foo://host:port[?options] and `-k custom`: each test

@@ -5,7 +5,7 @@ queue, a JetStream durable consumer), receives some of the messages, acks some o
 ids it got and acked, and is SIGKILLed. A new subscriber in the same group must then get every
 message that was not acked: the ones the child held unacked, the ones still in its prefetch buffer
 and the ones it never fetched (duplicates are allowed, losses are not); a Redis consumer group (redis://, a
-driver written in Python) too. Marked `fault`: each test
+driver written in Python) and a Pub/Sub group's subscription (gcppubsub://, on Google's fake) too. Marked `fault`: each test
 runs OMNIBUS_FAULT_LOOPS times (see conftest.pytest_generate_tests), each time on fresh names.
 """
 
@@ -165,5 +165,16 @@ def test_redis_group_consumer_crash(redis_url: str) -> None:
     # takes them over (XAUTOCLAIM) with Redis' delivery count.
     def round_(n: str) -> None:
         crash_and_recover(f"{redis_url}/crash-{n}?group=g-{n}&ack_deadline_ms=1000")
+
+    once(round_)
+
+
+@needs("gcppubsub")
+@pytest.mark.fault
+def test_gcppubsub_group_member_crash(gcp_url: str) -> None:
+    # The dead member's leases lapse: its messages come again to the group's subscription after the
+    # server's ack deadline, 10 s (Pub/Sub's minimum, which ack_deadline_ms is rounded up to).
+    def round_(n: str) -> None:
+        crash_and_recover(f"{gcp_url}/projects/omnibus/topics/crash-{n}?group=g-{n}&ack_deadline_ms=10000")
 
     once(round_)

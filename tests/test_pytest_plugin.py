@@ -54,3 +54,24 @@ def test_missing_program_skips_or_fails_under_ci(
     result.assert_outcomes(passed=1, **{outcome: 1})
     result.stdout.fnmatch_lines(["*mosquitto is not installed*"])
     assert os.environ["PATH"] == str(pytester.path)
+
+
+USES_GCP = """
+def test_url(gcp_url):
+    assert gcp_url == "gcppubsub://127.0.0.1:8681"
+
+def test_broker(gcp_broker):
+    pass
+"""
+
+
+def test_pubsub_emulator_host_is_used_as_googles_clients_use_it(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """PUBSUB_EMULATOR_HOST names the server (no fake is started), and OMNIBUS_GCP_URL wins over it."""
+    monkeypatch.delenv("OMNIBUS_GCP_URL", raising=False)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:8681")
+    pytester.makepyfile(USES_GCP)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "gcp").assert_outcomes(passed=1, skipped=1)
+    monkeypatch.setenv("OMNIBUS_GCP_URL", "gcppubsub://127.0.0.1:8681")
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, skipped=1)

@@ -353,6 +353,7 @@ _UNREACHABLE: dict[str, Callable[[int], str]] = {
     "pulsar-token": lambda p: f"pulsar://{SECRET}@127.0.0.1:{p}/t?connect_timeout_ms=1000",
     "redis": lambda p: f"redis://:{SECRET}@127.0.0.1:{p}/t",
     "awssqs": lambda p: f"awssqs://AKIAEXAMPLE:{SECRET}@/q?endpoint=http://127.0.0.1:{p}&region=us-east-1",
+    "gcppubsub": lambda p: f"gcppubsub://u:{SECRET}@127.0.0.1:{p}/projects/p/topics/t",
 }
 
 

@@ -20,6 +20,11 @@
 #ifdef OMNIBUS_DRIVER_PULSAR
 #include "drivers/pulsar/pulsar_driver.hpp"
 #endif
+#ifdef OMNIBUS_DRIVER_GCP
+#include "drivers/gcp/gcppubsub_driver.hpp"
+#elif defined(OMNIBUS_GCP_MISSING_HEADER)
+#include "omnibus_gcp_missing.h"  // written by cmake/gcp.cmake: OMNIBUS_GCP_MISSING, the reason
+#endif
 
 namespace omnibus {
 
@@ -89,6 +94,15 @@ void register_builtin_drivers(DriverRegistry& registry) {
 #else
   registry.add_unavailable("awssqs", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
   registry.add_unavailable("awssns", missing(false, "libcurl 7.75 or later", "libcurl4-openssl-dev"));
+#endif
+#ifdef OMNIBUS_DRIVER_GCP
+  registry.add(make_gcppubsub_driver());
+#elif defined(OMNIBUS_GCP_MISSING)
+  // cmake/gcp.cmake says which of grpc++, protoc or the wheels' protos it missed.
+  registry.add_unavailable("gcppubsub", std::string(OMNIBUS_GCP_MISSING) + " when omnibus was built; install it "
+                                        "(make deps) and reinstall omnibus");
+#else
+  registry.add_unavailable("gcppubsub", "this build left the gcppubsub:// driver out (OMNIBUS_WITH_GCP=OFF)");
 #endif
 }
 

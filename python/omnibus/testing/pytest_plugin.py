@@ -1,11 +1,12 @@
 """pytest plugin (entry point ``pytest11: omnibus``): real brokers as session fixtures.
 
-Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url``, ``redis_url``, ``pulsar_url`` (and
+Fixtures ``mqtt_url``, ``nats_url``, ``amqp_url``, ``kafka_url``, ``redis_url``, ``pulsar_url``, ``gcp_url`` (and
 ``nats_cluster_url``, ``kafka_cluster_url``) give a broker URL:
 
 * from ``OMNIBUS_MQTT_URL`` / ``OMNIBUS_NATS_URL`` / ``OMNIBUS_AMQP_URL`` /
-  ``OMNIBUS_KAFKA_URL`` / ``OMNIBUS_REDIS_URL`` / ``OMNIBUS_PULSAR_URL`` (and ``..._CLUSTER_URL``) when set: brokers in Docker
-  (see docker-compose.yml) or elsewhere;
+  ``OMNIBUS_KAFKA_URL`` / ``OMNIBUS_REDIS_URL`` / ``OMNIBUS_PULSAR_URL`` / ``OMNIBUS_GCP_URL`` (and ``..._CLUSTER_URL``)
+  when set: brokers in Docker (see docker-compose.yml) or elsewhere; for ``gcp_url`` also from
+  ``PUBSUB_EMULATOR_HOST`` (host:port), as Google's own clients take it;
 * otherwise from a broker this plugin starts on loopback, once per session,
   and stops at the end of it.
 
@@ -14,7 +15,7 @@ kill it; they skip when the URL comes from the environment. A broker whose
 program is not installed skips its tests with the reason, except under
 ``CI=true``, where that is a failure: CI must run everything.
 
-Markers ``mqtt``, ``nats``, ``amqp``, ``kafka``, ``redis``, ``pulsar`` are added to every test that
+Markers ``mqtt``, ``nats``, ``amqp``, ``kafka``, ``redis``, ``pulsar``, ``gcp`` are added to every test that
 uses the matching fixture, so ``pytest -m kafka`` or ``-m "not amqp"`` select
 protocols.
 """
@@ -42,7 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
 # A test parametrized with a protocol's name (the conformance suite's targets, the comparison's
 # kinds) asks for its broker with request.getfixturevalue, which collection cannot see: the
 # parameter marks it instead, so that `-m "not pulsar"` leaves out test_round_trip[pulsar] too.
-_PARAM_KINDS = {**{kind: kind for kind in KINDS}, "jetstream": "nats", "awssqs": "sqs", "awssns": "sqs"}
+_PARAM_KINDS = {**{kind: kind for kind in KINDS}, "jetstream": "nats", "awssqs": "sqs", "awssns": "sqs",
+                "gcppubsub": "gcp"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -89,14 +91,20 @@ def _running(kind: str, cluster: bool = False) -> Iterator[Any]:
 
 
 def _env_url(kind: str, cluster: bool = False) -> str | None:
-    return os.environ.get(f"OMNIBUS_{kind.upper()}{'_CLUSTER' if cluster else ''}_URL") or None
+    url = os.environ.get(f"OMNIBUS_{kind.upper()}{'_CLUSTER' if cluster else ''}_URL") or None
+    k = KINDS.get(kind)
+    if url is None and not cluster and k is not None and k.host_env and os.environ.get(k.host_env):
+        # As the protocol's own clients do (PUBSUB_EMULATOR_HOST): that server, not one of ours.
+        url = f"{k.scheme}://{os.environ[k.host_env]}"
+    return url
 
 
 def _broker_fixture(kind: str) -> Any:
     @pytest.fixture(scope="session")
     def fixture() -> Iterator[Broker]:
         if _env_url(kind):
-            pytest.skip(f"OMNIBUS_{kind.upper()}_URL is set: the broker is not ours to restart")
+            pytest.skip(f"OMNIBUS_{kind.upper()}_URL (or the kind's host variable) is set: the broker is not ours "
+                        "to restart")
         with _running(kind) as broker:
             yield broker
 

@@ -8,7 +8,7 @@
 
 Every broker: start(), stop(), kill(), restart(), close(), url, ports, log_tail(),
 started_in (seconds from spawn to ready). BROKERS maps a broker kind (the URL scheme, or sqs:
-moto, for awssqs:// and awssns://) to its class.
+moto, for awssqs:// and awssns://; gcp: Google's Pub/Sub fake, for gcppubsub://) to its class.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .kafka import Kafka, KafkaCluster, kafka_jars, kafka_probe
 from .mosquitto import Mosquitto, mqtt_probe
 from .moto import AwsEndpoint, Moto, aws_endpoint, queue_url
 from .nats import NatsCluster, NatsServer, nats_probe
+from .pubsub import PubSubFake, pubsub_fake, pubsub_probe, topic_url
 from .pulsar import Pulsar, pulsar_jars, pulsar_probe
 from .rabbitmq import RabbitMQ, amqp_probe
 from .redis import Redis, redis_probe
@@ -40,6 +41,7 @@ __all__ = [
     "NatsCluster",
     "NatsServer",
     "ProgramMissing",
+    "PubSubFake",
     "Pulsar",
     "RabbitMQ",
     "Redis",
@@ -50,9 +52,12 @@ __all__ = [
     "kafka_probe",
     "mqtt_probe",
     "nats_probe",
+    "pubsub_fake",
+    "pubsub_probe",
     "pulsar_jars",
     "pulsar_probe",
     "redis_probe",
     "queue_url",
+    "topic_url",
     "started",
 ]

@@ -23,6 +23,10 @@ class Kind:
     cluster: str | None = None  # its cluster class, if it has one
     marker: str | None = None  # the pytest marker, when not the name
     package: str | None = None  # the Debian package of the program (its version goes in reports)
+    # An environment variable that names host:port of a server to use instead of starting one, as the
+    # protocol's own clients honour it (PUBSUB_EMULATOR_HOST), and the URL scheme to put before it.
+    host_env: str | None = None
+    scheme: str | None = None
 
     @property
     def pytest_marker(self) -> str:
@@ -46,5 +50,7 @@ KINDS: dict[str, Kind] = {
         Kind("redis", "redis", "Redis", "redis://", package="redis-server"),
         Kind("sqs", "moto", "Moto", "awssqs:// and awssns:// (moto)", marker="aws"),
         Kind("pulsar", "pulsar", "Pulsar", "pulsar:// (standalone, one JVM)"),
+        Kind("gcp", "pubsub", "PubSubFake", "gcppubsub:// (Google's Pub/Sub fake, pstest)",
+             host_env="PUBSUB_EMULATOR_HOST", scheme="gcppubsub"),
     )
 }
