@@ -15,9 +15,10 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \
-	clang libclang-rt-14-dev chromium
+	clang libclang-rt-14-dev chromium golang-1.19-go
 # clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): make fuzz.
 # chromium: the test that opens the comparison's report.html in a headless browser.
+# golang-1.19-go: fetches the Go release that builds Google's Pub/Sub fake (gcp-deps).
 # Build tools of the package, needed in the venv because it is built with
 # --no-build-isolation (incremental builds in build/).
 PIP_PACKAGES := "pybind11>=2.12" "scikit-build-core>=0.9"
@@ -79,23 +80,29 @@ pulsar-deps: apt-deps
 
 # Google's Pub/Sub fake (pstest, Go module cloud.google.com/go/pubsub/v2) for
 # the gcppubsub:// tests, built once into the cache the harness reads
-# (omnibus.testing.brokers.pubsub.fake_home). Needs Go 1.26 or later (Debian 12
-# has 1.19): from PATH or /usr/local/go. Without it this warns instead of
-# failing, and the gcp tests skip saying why (CI=true makes that a failure).
+# (omnibus.testing.brokers.pubsub.fake_home). Its go.mod asks for a newer Go
+# than Debian 12's 1.19, so Debian's Go fetches the Go release that go.mod
+# names as a module (golang.org/toolchain, through Go's default module proxy,
+# as Go >= 1.21 does by itself) into ~/.cache/omnibus/go, and that builds it.
+# The Go on PATH, if any, is not used: the same toolchain everywhere.
 PUBSUB_FAKE_SRC := python/omnibus/testing/pubsub_fake
 PUBSUB_FAKE_VERSION := $(shell sed -n 's|.*cloud.google.com/go/pubsub/v2 \(v[^ ]*\).*|\1|p' $(PUBSUB_FAKE_SRC)/go.mod)
 PUBSUB_FAKE_HOME := $(or $(OMNIBUS_PUBSUB_FAKE_HOME),$(HOME)/.cache/omnibus/pubsub-fake-$(PUBSUB_FAKE_VERSION))
-GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+GO_RELEASE := go$(shell sed -n 's/^go \([0-9.]*\)$$/\1/p' $(PUBSUB_FAKE_SRC)/go.mod)
+GO_HOME := $(HOME)/.cache/omnibus/go
+GO_BOOTSTRAP := /usr/lib/go-1.19/bin/go
 
-gcp-deps:
+gcp-deps: apt-deps
 	@[ -x "$(PUBSUB_FAKE_HOME)/pubsub-fake" ] || { \
-		if [ -z "$(GO)" ]; then \
-			echo "make deps: WARNING: Go 1.26 or later is not installed; the Pub/Sub fake is not built and the gcppubsub:// tests will skip"; \
-		else \
-			mkdir -p "$(PUBSUB_FAKE_HOME)" && \
-			(cd $(PUBSUB_FAKE_SRC) && CGO_ENABLED=0 $(GO) build -mod=readonly -o "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" .) && \
-			mv "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" "$(PUBSUB_FAKE_HOME)/pubsub-fake"; \
-		fi; }
+		set -e; mkdir -p "$(GO_HOME)" "$(PUBSUB_FAKE_HOME)"; \
+		export GOMODCACHE="$(GO_HOME)/mod" GOPATH="$(GO_HOME)/path" GOFLAGS=-modcacherw GOTOOLCHAIN=local CGO_ENABLED=0; \
+		echo "make deps: fetching $(GO_RELEASE) and building the Pub/Sub fake $(PUBSUB_FAKE_VERSION)"; \
+		dir=$$(cd "$(GO_HOME)" && $(GO_BOOTSTRAP) mod download -json \
+			golang.org/toolchain@v0.0.1-$(GO_RELEASE).linux-$$(dpkg --print-architecture) | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); \
+		[ -n "$$dir" ] || { echo "make deps: could not fetch $(GO_RELEASE)"; exit 1; }; \
+		chmod -R u+x "$$dir/bin" "$$dir/pkg/tool"; \
+		(cd $(PUBSUB_FAKE_SRC) && "$$dir/bin/go" build -mod=readonly -o "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" .); \
+		mv "$(PUBSUB_FAKE_HOME)/pubsub-fake.tmp" "$(PUBSUB_FAKE_HOME)/pubsub-fake"; }
 
 # The C++ engine and its GoogleTest units (CTest label "unit").
 cpp-test: deps

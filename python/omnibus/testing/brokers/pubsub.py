@@ -6,9 +6,10 @@ gRPC API (Publisher and Subscriber services) with topics, subscriptions, Streami
 deadlines and message ordering, but no persistence, no authentication and none of Pub/Sub's
 quotas or timing. It is a test stand-in; Google Cloud Pub/Sub itself is the production target of
 gcppubsub://. A ~20-line Go program (``omnibus/testing/pubsub_fake/main.go``) serves it on one port;
-``pubsub_fake()`` builds it with the Go toolchain (Go 1.26 or later, from ``PATH`` or
-``/usr/local/go/bin``) into ``~/.cache/omnibus/pubsub-fake-<version>/`` (or
-``$OMNIBUS_PUBSUB_FAKE_HOME``) on first use; ``make deps`` does that ahead of time.
+``make deps`` (``make gcp-deps``) builds it into ``~/.cache/omnibus/pubsub-fake-<version>/`` (or
+``$OMNIBUS_PUBSUB_FAKE_HOME``) with the Go release its go.mod names, which Debian's Go 1.19 fetches
+as a module; without that, ``pubsub_fake()`` builds it on first use with a Go 1.26 or later from
+``PATH`` or ``/usr/local/go/bin``.
 
 When ``PUBSUB_EMULATOR_HOST`` names a server (as for Google's own clients), the pytest plugin uses it
 instead of starting one (``gcp_url`` is then ``gcppubsub://$PUBSUB_EMULATOR_HOST``).
@@ -64,8 +65,8 @@ def pubsub_fake(build: bool = True) -> Path:
         return binary
     go = go_program()
     if go is None:
-        raise ProgramMissing("the Pub/Sub fake is not built and Go is not installed; install Go 1.26 or later "
-                             "(on PATH or in /usr/local/go) and run `make gcp-deps`")
+        raise ProgramMissing("the Pub/Sub fake is not built and Go is not installed; run `make gcp-deps` (it "
+                             "fetches the Go release the fake needs) or install Go 1.26 or later")
     binary.parent.mkdir(parents=True, exist_ok=True)
     tmp = binary.with_name(f"pubsub-fake.tmp-{os.getpid()}")
     # go.mod and go.sum are read-only inputs: -mod=readonly fails instead of rewriting them.
@@ -104,7 +105,7 @@ class PubSubFake(Broker):
 
     kind = "gcp"
     program = "pubsub-fake"
-    install_hint = "install Go 1.26 or later and run `make gcp-deps`"
+    install_hint = "run `make gcp-deps` (it fetches the Go release the fake needs), or install Go 1.26 or later"
     default_start_timeout = 60.0
 
     @classmethod
