@@ -89,10 +89,13 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
         for (;;) {
           auto err = rd_kafka_query_watermark_offsets(rk_.get(), topic_.c_str(), p, &low, &high, 5000);
           if (!err) break;
-          // A topic created a moment ago may not have settled its leaders yet.
+          // A topic created a moment ago may not have settled its leaders yet, and librdkafka's
+          // cached metadata may not list all its partitions yet (_UNKNOWN_PARTITION: seen with
+          // twenty subscribers opening at once over SASL_SSL).
           bool settling = err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
                           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                          err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__TIMED_OUT;
+                          err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                          err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
           if (!settling || std::chrono::steady_clock::now() >= deadline)
             throw kafka_error(err, "reading the end offset of '" + topic_ + "' partition " + std::to_string(p));
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
