@@ -187,12 +187,8 @@ ConnSettings conn_settings(const Url& url, const OptionValues& o) {
   s.host = h.host;
   s.tls = url.scheme == "amqps";
   s.port = h.port ? h.port : (s.tls ? 5671 : 5672);
-  const TlsFiles tls = read_tls_options(o, "amqps", url.text);
-  s.tls_ca = tls.ca;
-  s.tls_cert = tls.cert;
-  s.tls_key = tls.key;
-  s.tls_verify = tls.verify;
-  if (!s.tls && tls.any_given())
+  s.tls_files = read_tls_options(o, "amqps", url.text);
+  if (!s.tls && s.tls_files.any_given())
     throw Error(ErrorCode::InvalidArgument, "amqp:// URL '" + url.text + "' has TLS options, but amqp:// is plaintext: "
                                             "use amqps://host[:5671]/... for TLS");
   if (url.has_userinfo) {
@@ -213,13 +209,13 @@ ConnHandle connect(const ConnSettings& s) {
   if (!sock) throw Error(ErrorCode::ResourceExhausted, "rabbitmq-c could not allocate a socket");
   if (s.tls) {
     // Without tls_ca, OpenSSL's default CA paths (the system's CAs).
-    if (!s.tls_ca.empty() && amqp_ssl_socket_set_cacert(sock, s.tls_ca.c_str()) != AMQP_STATUS_OK)
-      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_ca=" + s.tls_ca + " cannot be loaded (a PEM CA certificate file)");
-    if (!s.tls_cert.empty() && amqp_ssl_socket_set_key(sock, s.tls_cert.c_str(), s.tls_key.c_str()) != AMQP_STATUS_OK)
-      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_cert=" + s.tls_cert + " with tls_key=" + s.tls_key +
+    if (!s.tls_files.ca.empty() && amqp_ssl_socket_set_cacert(sock, s.tls_files.ca.c_str()) != AMQP_STATUS_OK)
+      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_ca=" + s.tls_files.ca + " cannot be loaded (a PEM CA certificate file)");
+    if (!s.tls_files.cert.empty() && amqp_ssl_socket_set_key(sock, s.tls_files.cert.c_str(), s.tls_files.key.c_str()) != AMQP_STATUS_OK)
+      throw Error(ErrorCode::InvalidArgument, "amqps:// tls_cert=" + s.tls_files.cert + " with tls_key=" + s.tls_files.key +
                                                   " cannot be loaded (PEM files; the key must match the certificate)");
-    amqp_ssl_socket_set_verify_peer(sock, s.tls_verify ? 1 : 0);
-    amqp_ssl_socket_set_verify_hostname(sock, s.tls_verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_peer(sock, s.tls_files.verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_hostname(sock, s.tls_files.verify ? 1 : 0);
   }
   timeval tv{static_cast<time_t>(s.connect_timeout.count() / 1000),
              static_cast<suseconds_t>((s.connect_timeout.count() % 1000) * 1000)};

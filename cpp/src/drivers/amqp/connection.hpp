@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/tls.hpp"
 #include "drivers/amqp/envelope.hpp"
 #include "omnibus/driver.hpp"
 #include "omnibus/error.hpp"
@@ -94,8 +95,7 @@ struct ConnSettings {
   std::string where;  // host:port vhost, for messages
   // amqps:// only: TLS, the CA that signed the broker's certificate, the client certificate.
   bool tls = false;
-  std::string tls_ca, tls_cert, tls_key;
-  bool tls_verify = true;  // the broker's certificate and that it names the host
+  TlsFiles tls_files;  // amqps://: CA, client certificate and key, verification of the broker
 };
 
 // Throws InvalidArgument for a URL without a host, and for TLS options on an

@@ -182,12 +182,8 @@ Settings common_settings(const Url& url, const OptionValues& o) {
   s.user = url.user;
   s.password = url.password;
   s.has_user = url.has_userinfo && !(url.user.empty() && url.password.empty());
-  const TlsFiles tls = read_tls_options(o, "nats", url.text);
-  s.tls_ca = tls.ca;
-  s.tls_cert = tls.cert;
-  s.tls_key = tls.key;
-  s.tls_verify = tls.verify;
-  s.tls = o.get_bool("tls") || !s.tls_ca.empty() || !s.tls_cert.empty();
+  s.tls_files = read_tls_options(o, "nats", url.text);
+  s.tls = o.get_bool("tls") || !s.tls_files.ca.empty() || !s.tls_files.cert.empty();
   s.creds = o.get_string("creds");
   s.nkey = o.get_string("nkey");
   s.nkey_seed = o.get_string("nkey_seed");

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/tls.hpp"
 #include "drivers/nats/envelope.hpp"
 #include "omnibus/driver.hpp"
 #include "omnibus/error.hpp"
@@ -93,8 +94,7 @@ struct Settings {
   bool has_user = false;
   // TLS and the other ways to log in (user/password above; a token is a user without password)
   bool tls = false;
-  std::string tls_ca, tls_cert, tls_key;
-  bool tls_verify = true;
+  TlsFiles tls_files;
   std::string creds, nkey, nkey_seed;
   std::string subject;
   std::string name;

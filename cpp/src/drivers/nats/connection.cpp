@@ -102,11 +102,11 @@ Connection::Connection(const Settings& s, const std::string& role, bool send_asa
     check(natsOptions_SetNKeyFromSeed(opts.get(), s.nkey.c_str(), s.nkey_seed.c_str()), "nkey_seed=" + s.nkey_seed);
   if (s.tls) {
     check(natsOptions_SetSecure(opts.get(), true), "tls");
-    if (!s.tls_ca.empty()) check(natsOptions_LoadCATrustedCertificates(opts.get(), s.tls_ca.c_str()), "tls_ca=" + s.tls_ca);
-    if (!s.tls_cert.empty())
-      check(natsOptions_LoadCertificatesChain(opts.get(), s.tls_cert.c_str(), s.tls_key.c_str()),
-            "tls_cert=" + s.tls_cert + " with tls_key=" + s.tls_key);
-    if (!s.tls_verify) check(natsOptions_SkipServerVerification(opts.get(), true), "tls_verify");
+    if (!s.tls_files.ca.empty()) check(natsOptions_LoadCATrustedCertificates(opts.get(), s.tls_files.ca.c_str()), "tls_ca=" + s.tls_files.ca);
+    if (!s.tls_files.cert.empty())
+      check(natsOptions_LoadCertificatesChain(opts.get(), s.tls_files.cert.c_str(), s.tls_files.key.c_str()),
+            "tls_cert=" + s.tls_files.cert + " with tls_key=" + s.tls_files.key);
+    if (!s.tls_files.verify) check(natsOptions_SkipServerVerification(opts.get(), true), "tls_verify");
   }
   if (!s.name.empty()) check(natsOptions_SetName(opts.get(), s.name.c_str()), "name");
   check(natsOptions_SetTimeout(opts.get(), s.connect_timeout.count()), "connect_timeout_ms");
