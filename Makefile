@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	python3 python3-dev python3-venv python3-pip \
 	nlohmann-json3-dev libgtest-dev libboost-dev \
-	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
+	librdkafka-dev libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libnats-dev librabbitmq-dev libcurl4-openssl-dev \
 	libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
 	mosquitto mosquitto-clients nats-server rabbitmq-server amqp-tools kcat redis-server \
 	openjdk-17-jre-headless maven \

@@ -56,7 +56,13 @@ endfunction()
 
 # Debian's cnats CMake config is broken; pkg-config 'libnats' works.
 omnibus_driver(kafka rdkafka librdkafka-dev "")
-omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev PahoMqttCpp::paho-mqttpp3)
+# mqtts:// also calls OpenSSL itself, to name why a handshake failed (Paho does not say).
+find_package(OpenSSL QUIET)
+if(OpenSSL_FOUND)
+  omnibus_driver(mqtt cmake:PahoMqttCpp "libpaho-mqttpp-dev libssl-dev" "PahoMqttCpp::paho-mqttpp3;OpenSSL::SSL")
+else()
+  message(WARNING "omnibus: OpenSSL not found; the mqtt:// driver is left out. Install libssl-dev (make deps).")
+endif()
 omnibus_driver(amqp librabbitmq librabbitmq-dev "")
 omnibus_driver(nats libnats libnats-dev "")
 # awssqs:// (and awssns://): HTTP and SigV4 signing by libcurl (7.75 or later).
