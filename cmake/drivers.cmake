@@ -56,10 +56,15 @@ endfunction()
 
 # Debian's cnats CMake config is broken; pkg-config 'libnats' works.
 omnibus_driver(kafka rdkafka librdkafka-dev "")
-# mqtts:// also calls OpenSSL itself, to name why a handshake failed (Paho does not say).
+# core/tls_probe.cpp: OpenSSL's own reason for a failed handshake, which Paho does not give and
+# librdkafka and rabbitmq-c give only in part. mqtt:// needs it; kafka:// and amqp:// use it when
+# it is there (OMNIBUS_HAVE_TLS_PROBE).
 find_package(OpenSSL QUIET)
 if(OpenSSL_FOUND)
-  omnibus_driver(mqtt cmake:PahoMqttCpp "libpaho-mqttpp-dev libssl-dev" "PahoMqttCpp::paho-mqttpp3;OpenSSL::SSL")
+  target_sources(omnibus_core PRIVATE ${PROJECT_SOURCE_DIR}/cpp/src/core/tls_probe.cpp)
+  target_link_libraries(omnibus_core PUBLIC OpenSSL::SSL)
+  target_compile_definitions(omnibus_core PRIVATE OMNIBUS_HAVE_TLS_PROBE=1)
+  omnibus_driver(mqtt cmake:PahoMqttCpp libpaho-mqttpp-dev PahoMqttCpp::paho-mqttpp3)
 else()
   message(WARNING "omnibus: OpenSSL not found; the mqtt:// driver is left out. Install libssl-dev (make deps).")
 endif()

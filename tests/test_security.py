@@ -6,6 +6,7 @@ The conformance suite also runs through TLS with a client certificate and a pass
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -389,3 +390,91 @@ def test_repr_masks_the_password(nats_secure_url: str) -> None:
     with omnibus.publisher(url) as pub, omnibus.subscriber(url) as sub:
         for text in (repr(pub), repr(sub)):
             assert password not in text and "omnibus:***@" in text, text
+
+
+class _TlsImpostor:
+    """A TLS listener on 127.0.0.1 that presents `cert` and then hangs up: what a client must refuse
+    (a certificate for another host, or an expired one) before it speaks its protocol. `preface` is
+    sent in plaintext first (NATS sends INFO before its client upgrades to TLS)."""
+
+    def __init__(self, cert: Path, key: Path, preface: bytes = b"") -> None:
+        import ssl
+        import threading
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.preface = preface
+        self.handshakes = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="tls-impostor")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import ssl
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            # Counted before the handshake: a client can refuse the certificate only after this
+            # side accepted and sent it, so the count is up when the client's error is raised.
+            self.handshakes += 1
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.sendall(self.preface)
+                    with self.ctx.wrap_socket(conn, server_side=True):
+                        pass
+                except (OSError, ssl.SSLError):
+                    pass  # the client refused the certificate: the expected outcome
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def _pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from omnibus.testing.certs import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("impostor-pki"))
+
+
+# The URL each TLS driver opens against the impostor's port; the CA is the one that signed its certificate.
+_IMPOSTOR_URLS: dict[str, Callable[[int, Path], str]] = {
+    "mqtt": lambda p, ca: f"mqtts://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
+    "amqp": lambda p, ca: f"amqps://guest:guest@localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
+    "kafka": lambda p, ca: f"kafka://localhost:{p}/t?security_protocol=ssl&tls_ca={ca}&connect_timeout_ms=3000",
+    "nats": lambda p, ca: f"nats://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
+    "redis": lambda p, ca: f"rediss://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
+    "awssqs": lambda p, ca: (f"awssqs://AKID:{SECRET}@/q?endpoint=https://localhost:{p}&region=us-east-1"
+                             f"&tls_ca={ca}"),
+}
+_NATS_INFO = (b'INFO {"server_id":"impostor","version":"2.9.15","proto":1,"host":"127.0.0.1","port":4222,'
+              b'"tls_required":true,"max_payload":1048576}\r\n')
+
+
+@pytest.mark.parametrize("driver", sorted(_IMPOSTOR_URLS))
+@pytest.mark.parametrize("case", ["wrong host", "expired"])
+def test_a_certificate_for_another_host_or_expired_is_refused(driver: str, case: str, _pki: Any) -> None:
+    if driver in omnibus.unavailable_drivers():
+        pytest.skip(f"{driver}:// is not in this build: {omnibus.unavailable_drivers()[driver]}")
+    cert, key = ((_pki.wrong_host_cert, _pki.wrong_host_key) if case == "wrong host"
+                 else (_pki.expired_cert, _pki.expired_key))
+    impostor = _TlsImpostor(cert, key, preface=_NATS_INFO if driver == "nats" else b"")
+    try:
+        with pytest.raises(omnibus.Unavailable) as e:
+            omnibus.publisher(_IMPOSTOR_URLS[driver](impostor.port, _pki.ca)).close()
+        assert impostor.handshakes >= 1, "the client never reached the TLS handshake"
+    finally:
+        impostor.close()
+    # Each names the cause in its library's words or OpenSSL's (omnibus adds them where the library
+    # does not: Paho, librdkafka and rabbitmq-c's "peer cert verification failed").
+    cause = r"(?i)host ?name|does not name host" if case == "wrong host" else r"(?i)expired"
+    assert re.search(cause, str(e.value)), str(e.value)
+    assert SECRET not in str(e.value)

@@ -3,6 +3,9 @@
 #include "drivers/amqp/connection.hpp"
 
 #include "core/tls.hpp"
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+#include "core/tls_probe.hpp"
+#endif
 
 #include <amqp_tcp_socket.h>
 #include <amqp_ssl_socket.h>
@@ -228,11 +231,21 @@ ConnHandle connect(const ConnSettings& s) {
                                                 s.host + "' (or tls_verify=false to skip the check)", status, false);
       case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
       case AMQP_STATUS_SSL_ERROR:
-      case AMQP_STATUS_SSL_CONNECTION_FAILED:
+      case AMQP_STATUS_SSL_CONNECTION_FAILED: {
+        // rabbitmq-c does not say what failed in the certificate check: OpenSSL does, in a
+        // handshake of our own (e.g. "certificate verify failed (certificate has expired)").
+        std::string why;
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+        if (status == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+          why = tls_handshake_failure(s.host, s.port, s.host, s.tls_files, std::chrono::milliseconds(2000));
+#endif
         throw Error(ErrorCode::Unavailable,
-                    std::string(e.what()) + " -- TLS handshake failed: is tls_ca the CA that signed the broker's "
-                                            "certificate, is the port a TLS listener, does the broker accept tls_cert?",
+                    std::string(e.what()) + " -- TLS handshake failed: " +
+                        (why.empty() ? "is tls_ca the CA that signed the broker's certificate, is the port a TLS "
+                                       "listener, does the broker accept tls_cert?"
+                                     : why),
                     status, false);
+      }
       default:
         throw e;
     }

@@ -2,6 +2,10 @@
 
 #include "drivers/kafka/common.hpp"
 
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+#include "core/tls_probe.hpp"
+#endif
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -263,8 +267,31 @@ Handle make_handle(rd_kafka_type_t type, Conf conf) {
   return Handle(rk);
 }
 
+namespace {
+
+// After librdkafka's "certificate verify failed", which does not say what failed: OpenSSL's
+// reason from a handshake of our own with the first broker, e.g. "(hostname mismatch)".
+std::string certificate_detail(const Url& url, const OptionValues& o, const std::string& reason) {
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+  if (reason.find("certificate verify failed") == std::string::npos || !o.get_bool("tls_verify_hostname")) return {};
+  TlsFiles t;
+  t.ca = o.get_string("tls_ca");
+  t.cert = o.get_string("tls_cert");
+  t.key = o.get_string("tls_key");
+  const auto& h = url.hosts.front();
+  std::string why = tls_handshake_failure(h.host, h.port ? h.port : 9092, h.host, t, std::chrono::milliseconds(2000));
+  return why.empty() ? std::string() : "; the certificate check: " + why;
+#else
+  (void)url, (void)o, (void)reason;
+  return {};
+#endif
+}
+
+}  // namespace
+
 int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int replication, std::size_t max_bytes,
-                 std::chrono::milliseconds timeout, const std::string& where) {
+                 std::chrono::milliseconds timeout, const Url& url, const OptionValues& o) {
+  const std::string where = broker_where(url, o);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   TopicHandle rkt(rd_kafka_topic_new(rk, topic.c_str(), nullptr));
   bool create_sent = false;
@@ -324,7 +351,7 @@ int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int r
   throw Error(ErrorCode::Unavailable,
               "no Kafka broker at " + where + " answered with topic '" + topic + "' within " +
                   std::to_string(timeout.count()) + " ms (last: " + rd_kafka_err2str(last) +
-                  (reason.empty() ? "" : "; librdkafka: " + reason) + ")" + hint,
+                  (reason.empty() ? "" : "; librdkafka: " + reason) + ")" + certificate_detail(url, o, reason) + hint,
               static_cast<int>(last));
 }
 

@@ -89,8 +89,10 @@ Handle make_handle(rd_kafka_type_t type, Conf conf);
 // A topic omnibus creates accepts what this client may send (max_bytes, the
 // client's message.max.bytes, plus record-batch overhead), so a limit raised
 // with rdkafka.message.max.bytes works end to end without broker changes.
+// The error names the brokers of `url` (broker_where) and, after a failed certificate check,
+// what failed in it (a second handshake of our own: librdkafka does not say).
 int ensure_topic(rd_kafka_t* rk, const std::string& topic, int partitions, int replication, std::size_t max_bytes,
-                 std::chrono::milliseconds timeout, const std::string& where);
+                 std::chrono::milliseconds timeout, const Url& url, const OptionValues& o);
 
 // The roles (sender.cpp, receiver.cpp): each connects, and makes sure of its
 // topic, before it returns; throws what base_conf, make_handle, ensure_topic

@@ -87,7 +87,7 @@ class KafkaReceiver : public Receiver, public std::enable_shared_from_this<Kafka
     const auto timeout = std::chrono::milliseconds(o.get_int("connect_timeout_ms"));
     const std::string where = broker_where(url, o);
     int partitions = ensure_topic(rk_.get(), topic_, static_cast<int>(o.get_int("partitions")),
-                                  static_cast<int>(o.get_int("replication_factor")), max_bytes_, timeout, where);
+                                  static_cast<int>(o.get_int("replication_factor")), max_bytes_, timeout, url, o);
     if (group_.empty()) {
       List list(rd_kafka_topic_partition_list_new(partitions));
       const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -30,7 +30,7 @@ class KafkaSender : public Sender {
     rk_ = make_handle(RD_KAFKA_PRODUCER, std::move(conf));
     ensure_topic(rk_.get(), topic_, static_cast<int>(o.get_int("partitions")),
                  static_cast<int>(o.get_int("replication_factor")), max_bytes_,
-                 std::chrono::milliseconds(o.get_int("connect_timeout_ms")), broker_where(url, o));
+                 std::chrono::milliseconds(o.get_int("connect_timeout_ms")), url, o);
     rkt_.reset(rd_kafka_topic_new(rk_.get(), topic_.c_str(), nullptr));
     poller_ = std::thread([this] {
       while (!stop_.load(std::memory_order_acquire)) rd_kafka_poll(rk_.get(), 100);

@@ -72,6 +72,7 @@
 
 #include "core/backoff.hpp"
 #include "core/tls.hpp"
+#include "core/tls_probe.hpp"
 #include "drivers/mqtt/envelope.hpp"
 
 #include <arpa/inet.h>
@@ -96,9 +97,6 @@
 #include <thread>
 
 #include <mqtt/async_client.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "omnibus/driver.hpp"
 #include "omnibus/error.hpp"
@@ -419,111 +417,6 @@ std::string resolve(const HostPort& hp, SteadyClock::time_point deadline, const 
   return out;
 }
 
-// A TCP connection to address:port within `timeout`: the connected socket (non-blocking), or -1 when
-// the port refused it, was unreachable or did not answer in time.
-int tcp_connect(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout) {
-  addrinfo hints{};
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* ai = nullptr;
-  if (::getaddrinfo(address.c_str(), std::to_string(port).c_str(), &hints, &ai) != 0 || !ai) return -1;
-  bool ok = false;
-  int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd >= 0) {
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-      ok = true;
-    } else if (errno == EINPROGRESS) {
-      pollfd p{fd, POLLOUT, 0};
-      int err = 0;
-      socklen_t len = sizeof err;
-      ok = ::poll(&p, 1, static_cast<int>(timeout.count())) == 1 &&
-           ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
-    }
-    if (!ok) {
-      ::close(fd);
-      fd = -1;
-    }
-  }
-  ::freeaddrinfo(ai);
-  return fd;
-}
-
-// Whether a TCP connection to address:port is accepted within `timeout`: after Paho's generic
-// failure, it tells a refused or unreachable port from one that took the connection and then dropped
-// the client (a TLS listener does that to plaintext MQTT).
-bool tcp_accepts(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout) {
-  int fd = tcp_connect(address, port, timeout);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-
-// After Paho's generic "TCP/TLS connect failure": handshakes once more with address:port as Paho did
-// (the same CA, client certificate and check of `host`) and returns OpenSSL's reason, e.g.
-// "certificate verify failed (unable to get local issuer certificate)"; empty when the port cannot
-// be reached, the peer closed without a TLS answer (a plaintext listener) or the handshake succeeds.
-// Why a second handshake: Paho C++ 1.2.0 hands the C library an error-callback context that lives
-// in a by-value parameter of async_client::connect, so its ssl_options error handler runs on a dead
-// stack frame (AddressSanitizer: stack-use-after-scope); it cannot be used.
-std::string tls_handshake_failure(const std::string& address, std::uint16_t port, const std::string& host,
-                                  const detail::TlsFiles& t, std::chrono::milliseconds timeout) {
-  auto last_error = [] {
-    const char* r = ::ERR_reason_error_string(::ERR_peek_last_error());
-    return std::string(r ? r : "unknown reason");
-  };
-  std::unique_ptr<SSL_CTX, decltype(&::SSL_CTX_free)> ctx(::SSL_CTX_new(::TLS_client_method()), &::SSL_CTX_free);
-  if (!ctx) return {};
-  if (t.ca.empty() ? ::SSL_CTX_set_default_verify_paths(ctx.get()) != 1
-                   : ::SSL_CTX_load_verify_locations(ctx.get(), t.ca.c_str(), nullptr) != 1)
-    return "cannot load " + (t.ca.empty() ? std::string("the system's CAs") : t.ca) + ": " + last_error();
-  if (!t.cert.empty() && (::SSL_CTX_use_certificate_chain_file(ctx.get(), t.cert.c_str()) != 1 ||
-                          ::SSL_CTX_use_PrivateKey_file(ctx.get(), t.key.c_str(), SSL_FILETYPE_PEM) != 1))
-    return "cannot use the client certificate " + t.cert + ": " + last_error();
-  ::SSL_CTX_set_verify(ctx.get(), t.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-  std::unique_ptr<SSL, decltype(&::SSL_free)> ssl(::SSL_new(ctx.get()), &::SSL_free);
-  if (!ssl) return {};
-  in6_addr ip{};
-  bool literal = ::inet_pton(AF_INET, host.c_str(), &ip) == 1 || ::inet_pton(AF_INET6, host.c_str(), &ip) == 1;
-  if (!literal) ::SSL_set_tlsext_host_name(ssl.get(), host.c_str());
-  if (t.verify) {
-    X509_VERIFY_PARAM* param = ::SSL_get0_param(ssl.get());
-    if (literal)
-      ::X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
-    else
-      ::X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
-  }
-  const auto deadline = SteadyClock::now() + timeout;
-  int fd = tcp_connect(address, port, timeout);
-  if (fd < 0) return {};
-  std::string reason;
-  if (::SSL_set_fd(ssl.get(), fd) == 1) {
-    // The socket is non-blocking: drive the handshake with poll, within `timeout` in all.
-    for (;;) {
-      ::ERR_clear_error();
-      int rc = ::SSL_connect(ssl.get());
-      if (rc == 1) break;
-      int err = ::SSL_get_error(ssl.get(), rc);
-      short want = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-      if (want) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-        pollfd p{fd, want, 0};
-        if (left.count() > 0 && ::poll(&p, 1, static_cast<int>(left.count())) == 1) continue;
-        break;
-      }
-      // EOF or a reset is no TLS answer at all (a plaintext listener), not a TLS refusal.
-      if (err != SSL_ERROR_SSL || ERR_GET_REASON(::ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-        break;
-      reason = last_error();
-      long verify = ::SSL_get_verify_result(ssl.get());
-      if (verify != X509_V_OK) reason += std::string(" (") + ::X509_verify_cert_error_string(verify) + ")";
-      break;
-    }
-  }
-  ssl.reset();  // before the socket it uses is closed
-  ::close(fd);
-  return reason;
-}
-
 std::string server_uri(const std::string& address, std::uint16_t port, bool tls) {
   bool v6 = address.find(':') != std::string::npos;
   return (tls ? "ssl://" : "tcp://") + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
@@ -637,20 +530,20 @@ class Connection {
       read_connack(rsp.get_properties(), context);
     } catch (const mqtt::exception& e) {
       int native = native_code(e.get_return_code(), e.get_reason_code());
-      std::string detail;
+      std::string why;
       if (s_.tls && native == MQTTASYNC_FAILURE && !addresses_.empty())
-        detail = tls_handshake_failure(addresses_[0].first, addresses_[0].second, s_.hosts[0].host, s_.tls_files,
-                                       std::chrono::milliseconds(2000));
-      if (!detail.empty())
-        detail = "TLS handshake failed: " + detail;
+        why = omnibus::detail::tls_handshake_failure(addresses_[0].first, addresses_[0].second, s_.hosts[0].host,
+                                                     s_.tls_files, std::chrono::milliseconds(2000));
+      if (!why.empty())
+        why = "TLS handshake failed: " + why;
       else if (native == MQTTASYNC_FAILURE && !addresses_.empty() &&
-               tcp_accepts(addresses_[0].first, addresses_[0].second, std::chrono::milliseconds(1000)))
+               omnibus::detail::tcp_accepts(addresses_[0].first, addresses_[0].second, std::chrono::milliseconds(1000)))
         // The port takes connections, and dropped this one: the likely cause, in a few words.
-        detail = s_.tls ? "the port accepts TCP but completed no TLS handshake: is it a plaintext listener? "
-                          "(mqtt:// for one)"
-                        : "the port accepts TCP but dropped the MQTT connect: a TLS listener does that (mqtts:// "
-                          "for one)";
-      Error err = mqtt_error(native, context, detail);
+        why = s_.tls ? "the port accepts TCP but completed no TLS handshake: is it a plaintext listener? "
+                       "(mqtt:// for one)"
+                     : "the port accepts TCP but dropped the MQTT connect: a TLS listener does that (mqtts:// "
+                       "for one)";
+      Error err = mqtt_error(native, context, why);
       cli_.reset();  // stops Paho's retries before the error leaves
       throw err;
     } catch (...) {
@@ -705,8 +598,9 @@ class Connection {
     }
     ssl.set_enable_server_cert_auth(t.verify);
     ssl.set_verify(t.verify);  // the certificate must name the host of the URL
-    // No set_error_handler: Paho C++ 1.2.0 would call it on a dead stack frame (see
-    // tls_handshake_failure, which finds the reason instead).
+    // No set_error_handler: Paho C++ 1.2.0 hands the C library an error-callback context that lives
+    // in a by-value parameter of async_client::connect, so the handler would run on a dead stack
+    // frame (AddressSanitizer: stack-use-after-scope). tls_handshake_failure finds the reason instead.
     return ssl;
   }
 
