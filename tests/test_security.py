@@ -271,12 +271,39 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
 
 @pytest.fixture(scope="module")
 def pulsar_token_broker() -> Iterator[Any]:
-    """Pulsar standalone with token authentication (JWTs signed with a key made for it)."""
+    """Pulsar standalone with token authentication (JWTs signed with a key made for it), on a
+    plaintext port and a TLS port (one broker for both: a Pulsar start is the slow part)."""
     if "pulsar" in omnibus.unavailable_drivers():
         pytest.skip(f"pulsar:// is not in this build: {omnibus.unavailable_drivers()['pulsar']}")
     from omnibus.testing.brokers.pulsar import Pulsar
 
-    yield from started_broker(Pulsar, name="pulsar-token", auth=True)
+    yield from started_broker(Pulsar, name="pulsar-token", auth=True, tls=True)
+
+
+def test_pulsar_over_tls_with_a_token_and_a_client_certificate(pulsar_token_broker: Any) -> None:
+    b, pki = pulsar_token_broker, pulsar_token_broker.pki
+    tls = f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}"
+    _round_trip(f"{tls}/tls-a?tls_ca={pki.ca}")
+    _round_trip(f"{tls}/tls-b?tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+    # The certificate names 127.0.0.1 too; the name checked is the URL's.
+    _round_trip(f"pulsar+ssl://{b.token}@127.0.0.1:{b.ports['tls']}/tls-c?tls_ca={pki.ca}")
+    # tls_verify=false: encrypted, the certificate not checked (here: signed by a CA not given).
+    _round_trip(f"{tls}/tls-d?tls_ca={pki.other_ca}&tls_verify=false")
+
+
+def test_pulsar_tls_refusals_name_the_cause(pulsar_token_broker: Any) -> None:
+    b, pki = pulsar_token_broker, pulsar_token_broker.pki
+    tls = f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}"
+    for opener in (omnibus.publisher, omnibus.subscriber):
+        _all_refused([
+            # libpulsar says only ConnectError; omnibus adds OpenSSL's reason.
+            (f"{tls}/r?tls_ca={pki.other_ca}&connect_timeout_ms=3000", omnibus.Unavailable,
+             r"TLS handshake failed: certificate verify failed"),
+            (f"pulsar://{b.token}@{_host(b)}/r?tls_ca={pki.ca}", omnibus.InvalidArgument, "pulsar:// is plaintext"),
+            (f"{tls}/r?tls_ca={pki.ca}&tls_key={pki.client_key}", omnibus.InvalidArgument,
+             "tls_cert and tls_key go together"),
+            (f"{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument, "tls_ca=/nonexistent/ca.pem cannot be"),
+        ], opener=opener)
 
 
 def test_pulsar_token_from_the_url_a_file_or_the_environment(pulsar_token_broker: Any, tmp_path: Path,
@@ -452,6 +479,7 @@ _IMPOSTOR_URLS: dict[str, Callable[[int, Path], str]] = {
     "kafka": lambda p, ca: f"kafka://localhost:{p}/t?security_protocol=ssl&tls_ca={ca}&connect_timeout_ms=3000",
     "nats": lambda p, ca: f"nats://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
     "redis": lambda p, ca: f"rediss://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
+    "pulsar": lambda p, ca: f"pulsar+ssl://localhost:{p}/t?tls_ca={ca}&connect_timeout_ms=3000",
     "awssqs": lambda p, ca: (f"awssqs://AKID:{SECRET}@/q?endpoint=https://localhost:{p}&region=us-east-1"
                              f"&tls_ca={ca}"),
 }

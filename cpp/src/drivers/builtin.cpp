@@ -79,11 +79,13 @@ void register_builtin_drivers(DriverRegistry& registry) {
   // libpulsar is loaded at run time (drivers/pulsar/c_api.hpp): `import omnibus` finds the
   // pulsar-client wheel and calls load_pulsar_driver(), which replaces this reason with the driver.
 #ifdef OMNIBUS_DRIVER_PULSAR
-  registry.add_unavailable("pulsar", "libpulsar is not loaded: install the pulsar-client wheel "
+  for (const char* scheme : {"pulsar", "pulsar+ssl"})
+    registry.add_unavailable(scheme, "libpulsar is not loaded: install the pulsar-client wheel "
                                      "(pip install 'omnibus[pulsar]') and import omnibus from Python, or set "
                                      "OMNIBUS_LIBPULSAR to the library's path");
 #else
-  registry.add_unavailable("pulsar", "this build left the pulsar:// driver out (OMNIBUS_WITH_PULSAR=OFF)");
+  for (const char* scheme : {"pulsar", "pulsar+ssl"})
+    registry.add_unavailable(scheme, "this build left the pulsar:// driver out (OMNIBUS_WITH_PULSAR=OFF)");
 #endif
 #ifdef OMNIBUS_DRIVER_AWSSQS
   registry.add(make_awssqs_driver());

@@ -47,6 +47,15 @@ std::string load(const std::string& path) {
   OMNIBUS_PULSAR_FN(client_configuration_set_logger_t, "pulsar_client_configuration_set_logger_t");
   OMNIBUS_PULSAR_FN(client_configuration_set_stats_interval_in_seconds, "pulsar_client_configuration_set_stats_interval_in_seconds");
   OMNIBUS_PULSAR_FN(client_configuration_set_auth, "pulsar_client_configuration_set_auth");
+  OMNIBUS_PULSAR_FN(client_configuration_set_tls_trust_certs_file_path,
+                    "pulsar_client_configuration_set_tls_trust_certs_file_path");
+  OMNIBUS_PULSAR_FN(client_configuration_set_tls_certificate_file_path,
+                    "pulsar_client_configuration_set_tls_certificate_file_path");
+  OMNIBUS_PULSAR_FN(client_configuration_set_tls_private_key_file_path,
+                    "pulsar_client_configuration_set_tls_private_key_file_path");
+  OMNIBUS_PULSAR_FN(client_configuration_set_tls_allow_insecure_connection,
+                    "pulsar_client_configuration_set_tls_allow_insecure_connection");
+  OMNIBUS_PULSAR_FN(client_configuration_set_validate_hostname, "pulsar_client_configuration_set_validate_hostname");
   OMNIBUS_PULSAR_FN(authentication_token_create, "pulsar_authentication_token_create");
   OMNIBUS_PULSAR_FN(authentication_free, "pulsar_authentication_free");
   OMNIBUS_PULSAR_FN(client_create, "pulsar_client_create");

@@ -118,6 +118,13 @@ struct Api {
   void (*client_configuration_set_stats_interval_in_seconds)(pulsar_client_configuration_t*, unsigned int);
   // The configuration keeps its own reference: the authentication may be freed after set_auth.
   void (*client_configuration_set_auth)(pulsar_client_configuration_t*, pulsar_authentication_t*);
+  // pulsar+ssl://: the CA file, the client certificate and key (mutual TLS, independent of the
+  // authentication), and whether the certificate and its host name are checked.
+  void (*client_configuration_set_tls_trust_certs_file_path)(pulsar_client_configuration_t*, const char*);
+  void (*client_configuration_set_tls_certificate_file_path)(pulsar_client_configuration_t*, const char*);
+  void (*client_configuration_set_tls_private_key_file_path)(pulsar_client_configuration_t*, const char*);
+  void (*client_configuration_set_tls_allow_insecure_connection)(pulsar_client_configuration_t*, int);
+  void (*client_configuration_set_validate_hostname)(pulsar_client_configuration_t*, int);
   pulsar_authentication_t* (*authentication_token_create)(const char* token);
   void (*authentication_free)(pulsar_authentication_t*);
   pulsar_client_t* (*client_create)(const char*, const pulsar_client_configuration_t*);

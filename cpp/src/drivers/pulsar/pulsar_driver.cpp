@@ -3,7 +3,8 @@
 //
 // URL: pulsar://host:port[,host:port...]/TOPIC, where TOPIC is a full name
 // (persistent://tenant/namespace/topic, non-persistent://...), tenant/namespace/topic
-// (persistent), or a bare name in persistent://public/default. Port 6650 by default.
+// (persistent), or a bare name in persistent://public/default. Port 6650 by default;
+// pulsar+ssl:// is the same over TLS (port 6651 by default; tls_ca, tls_cert/tls_key, tls_verify).
 //
 // Publishing: one producer per Sender. Each message goes to
 // pulsar_producer_send_async without a copy of its payload (the Publisher
@@ -31,6 +32,11 @@
 // the subscription uncounted, so capabilities()["delivery_count"] is false.
 
 #include "drivers/pulsar/pulsar_driver.hpp"
+
+#include "core/tls.hpp"
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+#include "core/tls_probe.hpp"
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -129,9 +135,22 @@ std::string token_of(const Url& url) {
   return url.user;
 }
 
-// Opening timed out. libpulsar cannot tell why: a broker with token authentication leaves a client
-// whose token is missing or refused waiting without an answer, as a stuck broker would.
-std::string open_timeout_hint(pulsar_result r, const Url& url) {
+bool is_tls(const Url& url) { return url.scheme == "pulsar+ssl"; }
+detail::TlsFiles tls_files(const Url& url, const OptionValues& o);
+
+// Why opening failed, where libpulsar does not say. A timeout: a broker with token authentication
+// leaves a client whose token is missing or refused waiting without an answer, as a stuck broker
+// would. A ConnectError over TLS: OpenSSL's reason from a handshake of our own (e.g. the CA).
+std::string open_failure_hint(pulsar_result r, const Url& url, const OptionValues& o) {
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+  if (r == pc::pulsar_result_ConnectError && is_tls(url)) {
+    const auto& h = url.hosts.front();
+    std::string why = detail::tls_handshake_failure(h.host, h.port ? h.port : 6651, h.host, tls_files(url, o),
+                                                    std::chrono::milliseconds(2000));
+    return why.empty() ? "" : " (TLS handshake failed: " + why + ")";
+  }
+#endif
+  (void)o;
   if (r != pc::pulsar_result_Timeout) return "";
   return url.has_userinfo ? " (no answer: a broker refusing the token does this, as does a stuck one)"
                           : " (no answer: a broker that requires a token does this to a client without one, as "
@@ -139,11 +158,11 @@ std::string open_timeout_hint(pulsar_result r, const Url& url) {
 }
 
 std::string service_url(const Url& url) {
-  std::string out = "pulsar://";
+  std::string out = is_tls(url) ? "pulsar+ssl://" : "pulsar://";
   bool first = true;
   for (const auto& h : url.hosts) {
     if (h.host.empty()) throw Error(ErrorCode::InvalidArgument, "pulsar:// URL '" + url.text + "' names no broker host");
-    out += (first ? "" : ",") + h.host + ":" + std::to_string(h.port ? h.port : 6650);
+    out += (first ? "" : ",") + h.host + ":" + std::to_string(h.port ? h.port : (is_tls(url) ? 6651 : 6650));
     first = false;
   }
   return out;
@@ -188,8 +207,30 @@ struct ClientDeleter {
 };
 using ClientHandle = std::unique_ptr<pc::pulsar_client_t, ClientDeleter>;
 
-ClientHandle make_client(const std::string& service, const std::string& token, const OptionValues& o) {
+// Reads the TLS options; throws InvalidArgument when they are given to plaintext pulsar://.
+detail::TlsFiles tls_files(const Url& url, const OptionValues& o) {
+  detail::TlsFiles t = detail::read_tls_options(o, "pulsar+ssl", url.text);
+  if (!is_tls(url) && t.any_given())
+    throw Error(ErrorCode::InvalidArgument, "pulsar:// URL '" + url.text + "' has TLS options, but pulsar:// is "
+                                            "plaintext: use pulsar+ssl://host[:6651]/topic for TLS");
+  return t;
+}
+
+ClientHandle make_client(const Url& url, const OptionValues& o) {
+  const std::string service = service_url(url);
+  const std::string token = token_of(url);
+  const detail::TlsFiles tls = tls_files(url, o);
   auto* conf = P().client_configuration_create();
+  if (is_tls(url)) {
+    // Without tls_ca libpulsar uses OpenSSL's default paths: the system's CAs.
+    if (!tls.ca.empty()) P().client_configuration_set_tls_trust_certs_file_path(conf, tls.ca.c_str());
+    if (!tls.cert.empty()) {
+      P().client_configuration_set_tls_certificate_file_path(conf, tls.cert.c_str());
+      P().client_configuration_set_tls_private_key_file_path(conf, tls.key.c_str());
+    }
+    P().client_configuration_set_tls_allow_insecure_connection(conf, tls.verify ? 0 : 1);
+    P().client_configuration_set_validate_hostname(conf, tls.verify ? 1 : 0);
+  }
   if (!token.empty()) {
     auto* auth = P().authentication_token_create(token.c_str());
     P().client_configuration_set_auth(conf, auth);
@@ -231,8 +272,7 @@ Capabilities pulsar_capabilities(bool ack_timeout, bool dead_letter) {
 class PulsarSender : public Sender {
  public:
   PulsarSender(const Url& url, const OptionValues& o) : topic_(std::make_shared<const std::string>(topic_of(url))) {
-    const std::string service = service_url(url);
-    client_ = make_client(service, token_of(url), o);
+    client_ = make_client(url, o);
     auto* conf = P().producer_configuration_create();
     P().producer_configuration_set_send_timeout(conf, static_cast<int>(o.get_int("send_timeout_ms")));
     P().producer_configuration_set_max_pending_messages(conf, static_cast<int>(o.get_int("max_pending_messages")));
@@ -253,7 +293,7 @@ class PulsarSender : public Sender {
     auto r = P().client_create_producer(client_.get(), topic_->c_str(), conf, &producer);
     P().producer_configuration_free(conf);
     if (r != pc::pulsar_result_Ok)
-      throw pulsar_error(r, "creating a producer on '" + *topic_ + "' at " + service + open_timeout_hint(r, url));
+      throw pulsar_error(r, "creating a producer on '" + *topic_ + "' at " + service_url(url) + open_failure_hint(r, url, o));
     producer_ = producer;
   }
   ~PulsarSender() override { close(); }
@@ -326,7 +366,6 @@ std::string random_suffix() {
 class PulsarReceiver : public Receiver, public std::enable_shared_from_this<PulsarReceiver> {
  public:
   PulsarReceiver(const Url& url, const OptionValues& o) : topic_(topic_of(url)), group_(o.get_string("group")) {
-    const std::string service = service_url(url);
     std::string type = o.get_string("subscription_type");
     if (type.empty()) type = group_.empty() ? "exclusive" : "shared";
     private_ = group_.empty();
@@ -348,7 +387,7 @@ class PulsarReceiver : public Receiver, public std::enable_shared_from_this<Puls
     if (dead_letter_ && max_redeliver <= 0)
       throw Error(ErrorCode::InvalidArgument, "dead_letter_topic=" + dlq_topic +
                                                   " needs max_redeliver=N (deliveries before a message goes there)");
-    client_ = make_client(service, token_of(url), o);
+    client_ = make_client(url, o);
     auto* conf = P().consumer_configuration_create();
     P().consumer_configuration_set_consumer_type(
         conf, type == "shared"       ? pc::pulsar_ConsumerShared
@@ -371,8 +410,8 @@ class PulsarReceiver : public Receiver, public std::enable_shared_from_this<Puls
     auto r = P().client_subscribe(client_.get(), topic_.c_str(), subscription_.c_str(), conf, &consumer);
     P().consumer_configuration_free(conf);
     if (r != pc::pulsar_result_Ok)
-      throw pulsar_error(r, "subscribing '" + subscription_ + "' to '" + topic_ + "' at " + service +
-                                open_timeout_hint(r, url));
+      throw pulsar_error(r, "subscribing '" + subscription_ + "' to '" + topic_ + "' at " + service_url(url) +
+                                open_failure_hint(r, url, o));
     consumer_ = consumer;
   }
 
@@ -535,18 +574,21 @@ class PulsarReceiver : public Receiver, public std::enable_shared_from_this<Puls
 };
 
 std::vector<OptionSpec> common_options() {
-  return {
+  std::vector<OptionSpec> specs = {
       {"connect_timeout_ms", OptionType::Int, "10000",
        "libpulsar's operation timeout (whole seconds, rounded up): how long open() waits for the broker", {}, 1},
   };
+  for (auto& spec : detail::tls_option_specs("pulsar+ssl")) specs.push_back(std::move(spec));
+  return specs;
 }
 
 class PulsarDriver : public Driver {
  public:
-  std::string scheme() const override { return "pulsar"; }
+  explicit PulsarDriver(bool tls) : tls_(tls) {}
+  std::string scheme() const override { return tls_ ? "pulsar+ssl" : "pulsar"; }
   std::string description() const override {
-    return "Apache Pulsar through libpulsar's C API (" + pc::loaded_path() +
-           "): send callbacks per message, shared/key_shared/failover/exclusive subscriptions, individual and negative acks";
+    return "Apache Pulsar through libpulsar's C API (" + pc::loaded_path() + ")" + (tls_ ? " over TLS" : "") +
+           ": send callbacks per message, shared/key_shared/failover/exclusive subscriptions, individual and negative acks";
   }
   std::vector<OptionSpec> sender_options() const override {
     auto specs = common_options();
@@ -593,21 +635,27 @@ class PulsarDriver : public Driver {
   std::shared_ptr<Receiver> open_receiver(const Url& url, const OptionValues& options, const ReceiverSettings&) override {
     return std::make_shared<PulsarReceiver>(url, options);
   }
+
+ private:
+  bool tls_;
 };
 
 }  // namespace
 
-std::shared_ptr<Driver> make_pulsar_driver() { return std::make_shared<PulsarDriver>(); }
+std::shared_ptr<Driver> make_pulsar_driver() { return std::make_shared<PulsarDriver>(false); }
 
 std::string register_pulsar_driver(const std::string& path) {
   std::string why = detail::pulsar::load(path);
   auto& registry = DriverRegistry::instance();
   if (!why.empty()) {
     registry.add_unavailable("pulsar", why);
+    registry.add_unavailable("pulsar+ssl", why);
     return why;
   }
   const auto schemes = registry.schemes();
   if (std::find(schemes.begin(), schemes.end(), "pulsar") == schemes.end()) registry.add(make_pulsar_driver());
+  if (std::find(schemes.begin(), schemes.end(), "pulsar+ssl") == schemes.end())
+    registry.add(std::make_shared<PulsarDriver>(true));
   return {};
 }
 

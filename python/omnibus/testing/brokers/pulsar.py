@@ -92,6 +92,9 @@ class Pulsar(Broker):
 
     ``auth=True``: token authentication (JWT, HS256, with a secret key made for this broker);
     ``self.token`` is a client's token (role ``omnibus``), ``self.admin_token`` the broker's own.
+    ``tls=True``: a second broker port ("tls", ``pulsar+ssl://``) with certificates from
+    :func:`omnibus.testing.certs.make_pki` (``self.pki``); a client certificate is checked when
+    given, not required.
     """
 
     kind = "pulsar"
@@ -99,8 +102,10 @@ class Pulsar(Broker):
     install_hint = "install a Java 17 runtime and Maven, which fetches the Pulsar jars (make deps)"
     default_start_timeout = 180.0  # ~25 s idle; a JVM on 2 busy cores, only ever waited by polling
 
-    def __init__(self, *, heap: str = "512m", log_level: str = "WARN", auth: bool = False, **kwargs: object) -> None:
+    def __init__(self, *, heap: str = "512m", log_level: str = "WARN", auth: bool = False, tls: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pki = self._certificates(tls)
         self.heap = heap
         self.log_level = log_level
         self.auth = auth
@@ -121,7 +126,12 @@ class Pulsar(Broker):
         return None  # the first start fetches them
 
     def _ports(self) -> Sequence[str]:
-        return ("port", "web")
+        return ("port", "web", "tls") if self.pki else ("port", "web")
+
+    @property
+    def tls_url(self) -> str:
+        """``pulsar+ssl://`` to the TLS port (``tls=True``); add ``tls_ca`` (``self.pki.ca``)."""
+        return f"pulsar+ssl://localhost:{self.ports['tls']}"
 
     @property
     def config_path(self) -> Path:
@@ -168,6 +178,15 @@ class Pulsar(Broker):
             "authenticationEnabled": "false",
             "authorizationEnabled": "false",
         }
+        if self.pki:
+            props.update({
+                "brokerServicePortTls": self.ports["tls"],
+                "tlsCertificateFilePath": self.pki.server_cert,
+                "tlsKeyFilePath": self.pki.server_key,
+                "tlsTrustCertsFilePath": self.pki.ca,
+                "tlsAllowInsecureConnection": "false",
+                "tlsRequireTrustedClientCertOnConnect": "false",
+            })
         if self.auth:
             key = base64.b64encode(self._secret_key).decode()
             props.update({
