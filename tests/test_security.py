@@ -126,6 +126,23 @@ def test_amqps_with_and_without_a_client_certificate(amqp_secure_broker: Any) ->
     _round_trip(f"{base}/sec-b?{query}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
 
 
+def test_amqps_external_login_with_the_client_certificate(amqp_secure_broker: Any) -> None:
+    # The harness broker has rabbitmq_auth_mechanism_ssl and a user "omnibus-client", the common
+    # name of the client certificate; EXTERNAL logs in as it without a password.
+    b, pki = amqp_secure_broker, amqp_secure_broker.pki
+    cert = f"tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}&sasl_mechanism=EXTERNAL"
+    _round_trip(f"amqps://localhost:{b.ports['tls']}/ext-a?{cert}")
+    _round_trip(f"amqps://omnibus-client@localhost:{b.ports['tls']}/ext-b?{cert}")  # the identity given
+    _all_refused([
+        (f"amqps://localhost:{b.ports['tls']}/r?tls_ca={pki.ca}&sasl_mechanism=EXTERNAL", omnibus.InvalidArgument,
+         "EXTERNAL logs in with the client certificate: use amqps:// with tls_cert"),
+        (f"amqp://127.0.0.1:{b.ports['port']}/r?sasl_mechanism=EXTERNAL", omnibus.InvalidArgument,
+         "EXTERNAL logs in with the client certificate: use amqps://"),
+        (f"amqps://omnibus-client:{SECRET}@localhost:{b.ports['tls']}/r?{cert}", omnibus.InvalidArgument,
+         "not a password; drop the password"),
+    ])
+
+
 def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
     b, pki = amqp_secure_broker, amqp_secure_broker.pki
     tls, plain = b.ports["tls"], b.ports["port"]

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <memory>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -109,6 +111,16 @@ std::string tls_handshake_failure(const std::string& address, std::uint16_t port
   ssl.reset();  // before the socket it uses is closed
   ::close(fd);
   return reason;
+}
+
+std::string certificate_common_name(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "r"), &std::fclose);
+  if (!f) return {};
+  std::unique_ptr<X509, decltype(&::X509_free)> cert(::PEM_read_X509(f.get(), nullptr, nullptr, nullptr), &::X509_free);
+  if (!cert) return {};
+  char cn[256] = {0};
+  if (::X509_NAME_get_text_by_NID(::X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof cn) <= 0) return {};
+  return cn;
 }
 
 }  // namespace omnibus::detail

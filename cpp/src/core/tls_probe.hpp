@@ -27,4 +27,8 @@ bool tcp_accepts(const std::string& host, std::uint16_t port, std::chrono::milli
 std::string tls_handshake_failure(const std::string& address, std::uint16_t port, const std::string& host,
                                   const TlsFiles& t, std::chrono::milliseconds timeout);
 
+// The subject common name of the first certificate in the PEM file `path`; empty when the file
+// cannot be read or has none. Never throws.
+std::string certificate_common_name(const std::string& path);
+
 }  // namespace omnibus::detail

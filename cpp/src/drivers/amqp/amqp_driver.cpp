@@ -127,6 +127,10 @@ std::vector<OptionSpec> common_options() {
        "queue argument, e.g. arg.x-dead-letter-exchange=dlx, arg.x-max-length=1000 (integers and true/false are typed)"},
       {"bind.", OptionType::String, "", "binding argument (headers exchanges), e.g. bind.x-match=any, bind.color=red"},
       {"heartbeat", OptionType::Int, "30", "heartbeat interval in seconds asked of the broker; 0 turns heartbeats off", {}, 0, 65535},
+      {"sasl_mechanism", OptionType::Choice, "PLAIN",
+       "PLAIN: the URL's user and password; EXTERNAL: the client certificate (amqps:// with tls_cert) is the login, "
+       "as RabbitMQ's rabbitmq_auth_mechanism_ssl plugin reads it",
+       {"PLAIN", "EXTERNAL"}},
       {"connect_timeout_ms", OptionType::Int, "10000",
        "bound on connecting and on each broker round trip; how long messages wait for a reconnect", {}, 1},
       {"max_message_bytes", OptionType::Int, "134217728",

@@ -194,7 +194,25 @@ ConnSettings conn_settings(const Url& url, const OptionValues& o) {
   if (!s.tls && s.tls_files.any_given())
     throw Error(ErrorCode::InvalidArgument, "amqp:// URL '" + url.text + "' has TLS options, but amqp:// is plaintext: "
                                             "use amqps://host[:5671]/... for TLS");
-  if (url.has_userinfo) {
+  s.external = o.get_string("sasl_mechanism") == "EXTERNAL";
+  if (s.external && (!s.tls || s.tls_files.cert.empty()))
+    throw Error(ErrorCode::InvalidArgument, "amqp URL '" + url.text + "': sasl_mechanism=EXTERNAL logs in with the "
+                                            "client certificate: use amqps:// with tls_cert= and tls_key=");
+  if (s.external && url.has_userinfo && !url.password.empty())
+    throw Error(ErrorCode::InvalidArgument, "amqp URL '" + url.text + "': sasl_mechanism=EXTERNAL logs in with the "
+                                            "client certificate, not a password; drop the password from the URL");
+  if (s.external) {
+    // rabbitmq-c cannot send the empty identity (which means "the certificate's"): the URL's user,
+    // else the certificate's common name, which is what RabbitMQ takes anyway.
+    s.identity = url.has_userinfo ? url.user : std::string();
+#ifdef OMNIBUS_HAVE_TLS_PROBE
+    if (s.identity.empty()) s.identity = certificate_common_name(s.tls_files.cert);
+#endif
+    if (s.identity.empty())
+      throw Error(ErrorCode::InvalidArgument, "amqp URL '" + url.text + "': sasl_mechanism=EXTERNAL needs the identity "
+                                              "to log in as: amqps://USER@host/... (no common name read from tls_cert)");
+  }
+  if (url.has_userinfo && !s.external) {
     s.user = url.user;
     s.password = url.password;
   }
@@ -252,10 +270,21 @@ ConnHandle connect(const ConnSettings& s) {
   }
   amqp_set_handshake_timeout(conn.get(), &tv);
   amqp_set_rpc_timeout(conn.get(), &tv);
-  amqp_rpc_reply_t r = amqp_login(conn.get(), s.vhost.c_str(), 0, kFrameMax, s.heartbeat, AMQP_SASL_METHOD_PLAIN,
-                                  s.user.c_str(), s.password.c_str());
+  amqp_rpc_reply_t r =
+      s.external ? amqp_login(conn.get(), s.vhost.c_str(), 0, kFrameMax, s.heartbeat, AMQP_SASL_METHOD_EXTERNAL,
+                              s.identity.c_str())
+                 : amqp_login(conn.get(), s.vhost.c_str(), 0, kFrameMax, s.heartbeat, AMQP_SASL_METHOD_PLAIN,
+                              s.user.c_str(), s.password.c_str());
   if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-    Error e = reply_error(r, "login to " + s.where + " as user " + printable(s.user));
+    Error e = reply_error(r, "login to " + s.where +
+                                 (s.external ? " as " + printable(s.identity) + " with the client certificate (EXTERNAL)"
+                                             : " as user " + printable(s.user)));
+    if (e.native_code() == AMQP_ACCESS_REFUSED && s.external)
+      throw Error(ErrorCode::Unavailable,
+                  std::string(e.what()) + " -- the broker refused the certificate's login: is the "
+                                          "rabbitmq_auth_mechanism_ssl plugin on, EXTERNAL in auth_mechanisms, and a "
+                                          "user named as the certificate (ssl_cert_login_from) there?",
+                  e.native_code(), false);
     if (e.native_code() == AMQP_ACCESS_REFUSED)
       throw Error(ErrorCode::Unavailable,
                   std::string(e.what()) + " -- wrong user name or password (give the right ones as amqp://USER:PASSWORD@host)",

@@ -96,6 +96,8 @@ struct ConnSettings {
   // amqps:// only: TLS, the CA that signed the broker's certificate, the client certificate.
   bool tls = false;
   TlsFiles tls_files;  // amqps://: CA, client certificate and key, verification of the broker
+  bool external = false;  // SASL EXTERNAL: the client certificate is the login (no password)
+  std::string identity;   // EXTERNAL: the identity sent (the URL's user, else the certificate's CN)
 };
 
 // Throws InvalidArgument for a URL without a host, and for TLS options on an

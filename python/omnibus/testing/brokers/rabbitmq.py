@@ -7,7 +7,10 @@ system's node (``rabbit@<host>``, epmd on 4369, /var/lib/rabbitmq, /etc/rabbitmq
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -151,6 +154,12 @@ def amqp_probe(
             r.expect(_CLOSE_OK, "Close-Ok")
 
 
+def _password_hash(password: str) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)), 4-byte salt."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
 class RabbitMQ(Broker):
     """rabbitmq-server in the foreground, AMQP on one loopback port, everything in ``self.dir``.
 
@@ -174,7 +183,9 @@ class RabbitMQ(Broker):
         # its web server adds to every boot.
         self.metrics = metrics
         # With tls, a second listener (port "tls") serves AMQP over TLS with certificates from
-        # omnibus.testing.certs (self.pki); client certificates are checked when given, not required.
+        # omnibus.testing.certs (self.pki); client certificates are checked when given, not required,
+        # and one is a login too (SASL EXTERNAL, the rabbitmq_auth_mechanism_ssl plugin): the user
+        # named as its common name, "omnibus-client" for self.pki.client_cert, exists with no password.
         self.pki = self._certificates(tls)
 
     def _ports(self) -> Sequence[str]:
@@ -237,16 +248,30 @@ class RabbitMQ(Broker):
                 f"ssl_options.keyfile = {self.pki.server_key}",
                 "ssl_options.verify = verify_peer",
                 "ssl_options.fail_if_no_peer_cert = false",
+                "auth_mechanisms.1 = PLAIN",
+                "auth_mechanisms.2 = AMQPLAIN",
+                "auth_mechanisms.3 = EXTERNAL",
+                "ssl_cert_login_from = common_name",
+                f"load_definitions = {self.dir / 'definitions.json'}",
             ]
+            # Definitions loaded at boot replace the default user: guest is given again.
+            users = [{"name": "guest", "password_hash": _password_hash("guest"), "tags": ["administrator"],
+                      "hashing_algorithm": "rabbit_password_hashing_sha256"},
+                     {"name": "omnibus-client", "password_hash": "", "tags": [],
+                      "hashing_algorithm": "rabbit_password_hashing_sha256"}]
+            defs = {"users": users, "vhosts": [{"name": "/"}],
+                    "permissions": [{"user": u["name"], "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+                                    for u in users]}
+            (self.dir / "definitions.json").write_text(json.dumps(defs))
         if self.metrics:
             conf += [f"prometheus.tcp.ip = {LOOPBACK}", f"prometheus.tcp.port = {self.ports['metrics']}"]
         (self.dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         # Erlang distribution on loopback only (the default is every interface).
         (self.dir / "advanced.config").write_text("[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}].\n")
         # No plugins (management is not needed): a fast boot, AMQP 0-9-1 only; with metrics, the
-        # Prometheus endpoint alone.
-        plugins = "[rabbitmq_prometheus]" if self.metrics else "[]"
-        (self.dir / "enabled_plugins").write_text(plugins + ".\n")
+        # Prometheus endpoint; with TLS, the certificate login.
+        plugins = (["rabbitmq_prometheus"] if self.metrics else []) + (["rabbitmq_auth_mechanism_ssl"] if self.pki else [])
+        (self.dir / "enabled_plugins").write_text("[" + ",".join(plugins) + "].\n")
         # An empty file, so /etc/rabbitmq/rabbitmq-env.conf is not read.
         (self.dir / "rabbitmq-env.conf").write_text("")
 
