@@ -82,8 +82,12 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "amqp-tls": ("amqp_secure", lambda base, topic: _with_path(base, topic)),
     # A persistent topic of its own per test in public/default, created by its first client.
     "pulsar": ("pulsar", lambda base, topic: f"{base}/{topic}"),
+    # pulsar+ssl:// with a token and a client certificate (see pulsar_secure_url).
+    "pulsar-tls": ("pulsar_secure", lambda base, topic: _with_path(base, topic)),
     # Written in Python (omnibus.redis_streams): a stream per test.
     "redis": ("redis", lambda base, topic: f"{base}/{topic}"),
+    # rediss:// with a password and a client certificate (see redis_secure_url).
+    "redis-tls": ("redis_secure", lambda base, topic: _with_path(base, topic)),
     # An SQS queue of its own per test on moto (signatures checked), created by the first client.
     "awssqs": ("sqs", lambda base, topic: queue_url(base, topic, create="true")),
     # An SNS topic of its own per test on the same server; each subscriber an SQS queue subscribed to it.
@@ -96,7 +100,7 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
 }
 # The driver's URL scheme where it is not the broker kind: per target.
 _SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts",
-            "kafka-tls": "kafka", "gcppubsub": "gcppubsub"}
+            "kafka-tls": "kafka", "gcppubsub": "gcppubsub", "pulsar-tls": "pulsar+ssl", "redis-tls": "rediss"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -193,6 +197,41 @@ def amqp_secure_url(amqp_secure_broker: Any) -> str:
     """amqps:// to the TLS listener with a client certificate (no exchange)."""
     pki = amqp_secure_broker.pki
     return f"{amqp_secure_broker.tls_url}&tls_cert={pki.client_cert}&tls_key={pki.client_key}"
+
+
+@pytest.fixture(scope="session")
+def redis_secure_broker() -> Iterator[Broker]:
+    """redis-server with a password, a plaintext port and a TLS port (the harness CA)."""
+    from omnibus.testing.brokers.redis import Redis
+
+    yield from started_broker(Redis, name="redis-secure", tls=True, auth=True, appendonly=False)
+
+
+@pytest.fixture(scope="session")
+def redis_secure_url(redis_secure_broker: Any) -> str:
+    """rediss:// to the TLS port with the password and a client certificate (no stream)."""
+    b, pki = redis_secure_broker, redis_secure_broker.pki
+    return (f"rediss://:{b.password}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
+            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+
+
+@pytest.fixture(scope="session")
+def pulsar_secure_broker() -> Iterator[Broker]:
+    """Pulsar standalone with token authentication (JWTs signed with a key made for it), on a
+    plaintext port and a TLS port."""
+    if "pulsar" in omnibus.unavailable_drivers():
+        pytest.skip(f"pulsar:// is not in this build: {omnibus.unavailable_drivers()['pulsar']}")
+    from omnibus.testing.brokers.pulsar import Pulsar
+
+    yield from started_broker(Pulsar, name="pulsar-secure", auth=True, tls=True)
+
+
+@pytest.fixture(scope="session")
+def pulsar_secure_url(pulsar_secure_broker: Any) -> str:
+    """pulsar+ssl:// to the TLS port with the token and a client certificate (no topic)."""
+    b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
+    return (f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
+            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
 
 
 def _custom(topic: str) -> str:

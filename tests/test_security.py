@@ -1,7 +1,8 @@
 """TLS and logins against secured brokers, and secrets that never show.
 
-The conformance suite also runs through TLS with a client certificate and a password ("nats-tls",
-"amqp-tls" and "mqtt-tls" in conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
+The conformance suite also runs through TLS with a client certificate and a login ("nats-tls",
+"amqp-tls", "mqtt-tls", "pulsar-tls", "redis-tls", and "kafka-tls" over SASL_SSL, in
+conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
 """
 
 from __future__ import annotations
@@ -252,14 +253,6 @@ def test_mqtt5_reports_a_publish_the_acl_denies(mqtt_secure_broker: Any) -> None
             pub.publish(b"x").result(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def redis_secure_broker() -> Iterator[Any]:
-    """redis-server with a password, a plaintext port and a TLS port (the harness CA)."""
-    from omnibus.testing.brokers.redis import Redis
-
-    yield from started_broker(Redis, name="redis-secure", tls=True, auth=True, appendonly=False)
-
-
 def test_redis_password_and_tls(redis_secure_broker: Any, tmp_path: Path) -> None:
     b, pki = redis_secure_broker, redis_secure_broker.pki
     pw_file = tmp_path / "pw"
@@ -286,19 +279,8 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
     _all_refused(cases)
 
 
-@pytest.fixture(scope="module")
-def pulsar_token_broker() -> Iterator[Any]:
-    """Pulsar standalone with token authentication (JWTs signed with a key made for it), on a
-    plaintext port and a TLS port (one broker for both: a Pulsar start is the slow part)."""
-    if "pulsar" in omnibus.unavailable_drivers():
-        pytest.skip(f"pulsar:// is not in this build: {omnibus.unavailable_drivers()['pulsar']}")
-    from omnibus.testing.brokers.pulsar import Pulsar
-
-    yield from started_broker(Pulsar, name="pulsar-token", auth=True, tls=True)
-
-
-def test_pulsar_over_tls_with_a_token_and_a_client_certificate(pulsar_token_broker: Any) -> None:
-    b, pki = pulsar_token_broker, pulsar_token_broker.pki
+def test_pulsar_over_tls_with_a_token_and_a_client_certificate(pulsar_secure_broker: Any) -> None:
+    b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
     tls = f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}"
     _round_trip(f"{tls}/tls-a?tls_ca={pki.ca}")
     _round_trip(f"{tls}/tls-b?tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
@@ -308,8 +290,8 @@ def test_pulsar_over_tls_with_a_token_and_a_client_certificate(pulsar_token_brok
     _round_trip(f"{tls}/tls-d?tls_ca={pki.other_ca}&tls_verify=false")
 
 
-def test_pulsar_tls_refusals_name_the_cause(pulsar_token_broker: Any) -> None:
-    b, pki = pulsar_token_broker, pulsar_token_broker.pki
+def test_pulsar_tls_refusals_name_the_cause(pulsar_secure_broker: Any) -> None:
+    b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
     tls = f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}"
     for opener in (omnibus.publisher, omnibus.subscriber):
         _all_refused([
@@ -323,9 +305,9 @@ def test_pulsar_tls_refusals_name_the_cause(pulsar_token_broker: Any) -> None:
         ], opener=opener)
 
 
-def test_pulsar_token_from_the_url_a_file_or_the_environment(pulsar_token_broker: Any, tmp_path: Path,
+def test_pulsar_token_from_the_url_a_file_or_the_environment(pulsar_secure_broker: Any, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    b = pulsar_token_broker
+    b = pulsar_secure_broker
     host = _host(b)
     _round_trip(f"pulsar://{b.token}@{host}/tok-url")
     token_file = tmp_path / "token"
@@ -335,11 +317,11 @@ def test_pulsar_token_from_the_url_a_file_or_the_environment(pulsar_token_broker
     _round_trip(f"pulsar://{host}/tok-env?password_env=OMNIBUS_TEST_PULSAR_TOKEN")
 
 
-def test_pulsar_without_a_valid_token_says_what_that_looks_like(pulsar_token_broker: Any) -> None:
+def test_pulsar_without_a_valid_token_says_what_that_looks_like(pulsar_secure_broker: Any) -> None:
     # The broker does not answer a client whose token is missing or refused; libpulsar times out
     # (connect_timeout_ms) and cannot say why, so the error names the likely cause.
-    host = _host(pulsar_token_broker)
-    forged = pulsar_token_broker.token[:-6] + "AAAAAA"  # the signature broken
+    host = _host(pulsar_secure_broker)
+    forged = pulsar_secure_broker.token[:-6] + "AAAAAA"  # the signature broken
     for opener in (omnibus.publisher, omnibus.subscriber):
         _all_refused([
             (f"pulsar://{host}/r?connect_timeout_ms=2000", omnibus.Timeout, "requires a token .* without one"),
