@@ -147,6 +147,13 @@ void Connection::rethrow_explained(const Error& e) const {
                                           " (this user lacks the permission)", e.native_code(), false);
 }
 
+void Connection::unsubscribe(NatsPtr<natsSubscription>& sub, std::chrono::milliseconds timeout) {
+  if (!sub) return;
+  natsSubscription_Unsubscribe(sub.get());  // out of the connection's table; our reference keeps it alive
+  if (nc_) natsConnection_FlushTimeout(nc_.get(), timeout.count());
+  sub.reset();
+}
+
 void Connection::close() {
   if (!nc_) return;
   natsConnection_FlushTimeout(nc_.get(), 1000);

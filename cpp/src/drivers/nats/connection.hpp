@@ -4,6 +4,7 @@
 // opens (nats_driver.cpp says how the driver works).
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -55,6 +56,15 @@ class Connection {
 
   natsConnection* get() const { return nc_.get(); }
   ConnSink& sink() { return *sink_; }
+
+  // Unsubscribes `sub`, waits (at most `timeout`) for a PING's PONG, then destroys it; no-op on
+  // null. Why the round trip: cnats up to 3.5 (Debian 12 ships 3.4.1) looks a message's
+  // subscription up and locks it without holding a reference in between, so destroying one while
+  // the read loop handles a message for it frees memory the read loop is about to lock (a crash
+  // in natsConn_processMsg; nats-io/nats.c #637, fixed by PR #638). The read loop handles messages
+  // in order, so once the PONG that follows the UNSUB is in, none is in flight for `sub`.
+  // Blocks up to `timeout`; never throws.
+  void unsubscribe(NatsPtr<natsSubscription>& sub, std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
   bool connected() const { return nc_ && natsConnection_Status(nc_.get()) == NATS_CONN_STATUS_CONNECTED; }
   std::int64_t max_payload() const { return nc_ ? natsConnection_GetMaxPayload(nc_.get()) : 0; }
 

@@ -114,8 +114,7 @@ class CoreReceiver final : public Receiver, public std::enable_shared_from_this<
   void close() override {
     if (closed_.exchange(true)) return;
     std::lock_guard lock(reply_mu_);
-    if (sub_) natsSubscription_Unsubscribe(sub_.get());
-    sub_.reset();
+    conn_.unsubscribe(sub_);
     conn_.close();
   }
 
@@ -237,10 +236,9 @@ class JsReceiver final : public Receiver, public std::enable_shared_from_this<Js
     }
     // Drop the inbox before the NAKs: while it has interest, a NAKed message
     // could be redelivered into a pull request still open at the server, to
-    // nobody, until ack_wait. Destroying the subscription unsubscribes it.
-    sub_.reset();
+    // nobody, until ack_wait. unsubscribe() also waits for the UNSUB's round trip.
+    conn_.unsubscribe(sub_, std::chrono::milliseconds(2000));
     if (conn_.get()) {
-      natsConnection_FlushTimeout(conn_.get(), 2000);
       for (auto& [id, p] : left) natsConnection_PublishString(conn_.get(), p.reply.c_str(), "-NAK");
       for (auto& reply : queued) natsConnection_PublishString(conn_.get(), reply.c_str(), "-NAK");
       natsConnection_FlushTimeout(conn_.get(), 2000);

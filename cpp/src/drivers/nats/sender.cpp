@@ -128,7 +128,7 @@ class CoreSender final : public Sender {
         for (auto& [_, slot] : mux_->slots)
           if (auto ready = std::move(slot.ready)) ready();
       }
-      if (reply_sub_) natsSubscription_Unsubscribe(reply_sub_.get());
+      if (rpc_) rpc_->unsubscribe(reply_sub_);  // the inbox is on the request connection
       reply_sub_.reset();
       if (mux_key_) ReplyMuxes::instance().remove(mux_key_);
       if (rpc_) rpc_->close();
