@@ -90,6 +90,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
     "redis-tls": ("redis_secure", lambda base, topic: _with_path(base, topic)),
     # An SQS queue of its own per test on moto (signatures checked), created by the first client.
     "awssqs": ("sqs", lambda base, topic: queue_url(base, topic, create="true")),
+    # The same over HTTPS, the server's certificate checked against the harness CA (see sqs_secure_url).
+    "awssqs-tls": ("sqs_secure", lambda base, topic: queue_url(base, topic, create="true")),
     # An SNS topic of its own per test on the same server; each subscriber an SQS queue subscribed to it.
     "awssns": ("sqs", lambda base, topic: queue_url("awssns" + base[len("awssqs"):], topic, create="true")),
     # A Pub/Sub topic of its own per test on Google's fake (pstest), created by its first client; each
@@ -100,7 +102,8 @@ _TOPIC_URL: dict[str, tuple[str, Callable[[str, str], str]]] = {
 }
 # The driver's URL scheme where it is not the broker kind: per target.
 _SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tls": "amqps", "mqtt-tls": "mqtts",
-            "kafka-tls": "kafka", "gcppubsub": "gcppubsub", "pulsar-tls": "pulsar+ssl", "redis-tls": "rediss"}
+            "kafka-tls": "kafka", "gcppubsub": "gcppubsub", "pulsar-tls": "pulsar+ssl", "redis-tls": "rediss",
+            "awssqs-tls": "awssqs"}
 # moto is a test server, and every SQS send scans the whole queue (its
 # attributes are computed per message), so its cost grows with the queue's
 # depth, and a receive copies every message it returns: a thousand messages
@@ -110,7 +113,7 @@ _SCHEMES = {"awssqs": "awssqs", "awssns": "awssns", "nats-tls": "nats", "amqp-tl
 # (~100 messages/s a stream, where Pub/Sub streams megabytes a second):
 # gcppubsub sends at most 1,600 (pull=unary has no such limit on the fake;
 # 1,600: test_concurrent_publishers sends whole steps of 50 per publisher).
-_MAX_MESSAGES = {"awssqs": 100, "awssns": 100, "gcppubsub": 1600}
+_MAX_MESSAGES = {"awssqs": 100, "awssqs-tls": 100, "awssns": 100, "gcppubsub": 1600}
 
 # A driver of one's own (a Python driver registered by its package's entry point, say) runs the
 # whole suite with OMNIBUS_CONFORMANCE_URL=foo://host:port[?options] and `-k custom`: each test
@@ -232,6 +235,22 @@ def pulsar_secure_url(pulsar_secure_broker: Any) -> str:
     b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
     return (f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
             f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+
+
+@pytest.fixture(scope="session")
+def sqs_secure_broker() -> Iterator[Broker]:
+    """moto's server over HTTPS with a certificate of a CA made for it."""
+    if "awssqs" in omnibus.unavailable_drivers():
+        pytest.skip(f"awssqs:// is not in this build: {omnibus.unavailable_drivers()['awssqs']}")
+    from omnibus.testing.brokers.moto import Moto
+
+    yield from started_broker(Moto, name="sqs-secure", tls=True)
+
+
+@pytest.fixture(scope="session")
+def sqs_secure_url(sqs_secure_broker: Any) -> str:
+    """awssqs:// with the endpoint https://localhost:PORT and tls_ca (no queue)."""
+    return str(sqs_secure_broker.url)
 
 
 def _custom(topic: str) -> str:

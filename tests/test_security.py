@@ -1,8 +1,8 @@
 """TLS and logins against secured brokers, and secrets that never show.
 
 The conformance suite also runs through TLS with a client certificate and a login ("nats-tls",
-"amqp-tls", "mqtt-tls", "pulsar-tls", "redis-tls", and "kafka-tls" over SASL_SSL, in
-conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
+"amqp-tls", "mqtt-tls", "pulsar-tls", "redis-tls", "kafka-tls" over SASL_SSL, and "awssqs-tls"
+over HTTPS, in conftest.TARGETS); this file covers the ways to log in, the refusals, and what a user sees on errors.
 """
 
 from __future__ import annotations
@@ -330,20 +330,10 @@ def test_pulsar_without_a_valid_token_says_what_that_looks_like(pulsar_secure_br
         ], opener=opener)
 
 
-@pytest.fixture(scope="module")
-def sqs_tls_broker() -> Iterator[Any]:
-    """moto's server over HTTPS with a certificate of a CA made for it."""
-    if "awssqs" in omnibus.unavailable_drivers():
-        pytest.skip(f"awssqs:// is not in this build: {omnibus.unavailable_drivers()['awssqs']}")
-    from omnibus.testing.brokers.moto import Moto
-
-    yield from started_broker(Moto, name="sqs-tls", tls=True)
-
-
-def test_sqs_and_sns_over_https_with_a_private_ca(sqs_tls_broker: Any) -> None:
+def test_sqs_and_sns_over_https_with_a_private_ca(sqs_secure_broker: Any) -> None:
     from omnibus.testing.brokers.moto import queue_url
 
-    b = sqs_tls_broker
+    b = sqs_secure_broker
     assert b.url.split("endpoint=", 1)[1].startswith("https://localhost:") and "tls_ca=" in b.url
     _round_trip(queue_url(b.url, "tls-queue", create="true"))
     _round_trip(queue_url(b.sns_url, "tls-topic", create="true"))
@@ -352,8 +342,8 @@ def test_sqs_and_sns_over_https_with_a_private_ca(sqs_tls_broker: Any) -> None:
                           tls_verify="false"))
 
 
-def test_sqs_tls_refusals_name_the_cause(sqs_tls_broker: Any) -> None:
-    b, pki = sqs_tls_broker, sqs_tls_broker.pki
+def test_sqs_tls_refusals_name_the_cause(sqs_secure_broker: Any) -> None:
+    b, pki = sqs_secure_broker, sqs_secure_broker.pki
     key, port = b.aws.access_key_id, b.ports["port"]
     https = f"awssqs://{key}:{SECRET}@/q?endpoint=https://localhost:{port}&region=us-east-1&create=true"
     _all_refused([
