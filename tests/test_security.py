@@ -156,6 +156,8 @@ def test_amqps_refusals_name_the_cause(amqp_secure_broker: Any) -> None:
         (f"amqps://guest:guest@localhost:{plain}/r?{ca}", omnibus.Unavailable, "is the port a TLS listener"),
         (f"amqp://guest:guest@127.0.0.1:{tls}/r", omnibus.Unavailable, "a TLS port. then use amqps://"),
         (f"amqp://guest:guest@127.0.0.1:{plain}/r?{ca}", omnibus.InvalidArgument, "amqp:// is plaintext"),
+        (f"amqp://guest:guest@127.0.0.1:{plain}/r?vhost=nowhere", omnibus.Unavailable,
+         "the vhost does not exist or the user may not use it"),
         (f"amqps://guest:guest@localhost:{tls}/r?{ca}&tls_key={pki.client_key}", omnibus.InvalidArgument,
          "tls_cert and tls_key go together"),
         (f"amqps://guest:guest@localhost:{tls}/r?tls_ca=/nonexistent/ca.pem", omnibus.InvalidArgument,
