@@ -97,23 +97,6 @@ def on_disk(workdir: Path, token: bytes) -> bool:
     return False
 
 
-def declared_on_disk(workdir: Path, queue: str) -> bool:
-    """Whether the queue's declaration reached Mnesia's files (its log or the table dump).
-
-    RabbitMQ answers queue.declare-ok before Mnesia's log writer has written
-    the record, so a SIGKILL right after a declare can lose a durable queue;
-    this is the point from which the queue must survive a crash.
-    """
-    for f in (workdir / "mnesia").rglob("*"):
-        if f.name == "LATEST.LOG" or f.name.startswith("rabbit_durable_queue."):
-            try:
-                if queue.encode() in f.read_bytes():
-                    return True
-            except OSError:
-                continue
-    return False
-
-
 @pytest.fixture
 def broker() -> Iterator[RabbitMQ]:
     b = RabbitMQ()
@@ -182,21 +165,12 @@ def test_start_round_trip_crash_restart_and_teardown(broker: RabbitMQ) -> None:
     r = amqp("amqp-consume", broker, "-q", queue, "-c", "1", "cat")
     assert r.returncode == 0 and r.stdout == "hello", (r.stdout, r.stderr)
 
-    # A persistent message in the durable queue survives a crash (SIGKILL) of the node.
-    token = f"survivor-{uuid.uuid4().hex}"
-    r = amqp("amqp-publish", broker, "-r", queue, "-p", "-b", token)
-    assert r.returncode == 0, r.stderr
-    assert wait_until(lambda: on_disk(broker.dir, token.encode()), timeout=30), "message never reached disk"
-    assert wait_until(lambda: declared_on_disk(broker.dir, queue), timeout=30), "queue never reached Mnesia's files"
-    old_pid = broker.pid
-    broker.restart(kill=True)
-    print(f"rabbitmq: back in {broker.started_in:.2f} s after SIGKILL")
-    assert broker.ports["port"] == port and broker.pid != old_pid
-    amqp_probe("127.0.0.1", port)
-    assert received(broker, queue, token), broker.log_tail()
-
     # A graceful restart (SIGTERM) shuts the message store down cleanly: the next
     # boot does not rebuild its indices, and the durable queue and its message are there.
+    # It comes before the crash below for a second reason: a queue declared a moment before a
+    # SIGKILL can be lost even once its name is in Mnesia's files (seen once in a CI rehearsal:
+    # the queue gone after the restart); the crash test is about the message, so the queue it
+    # uses is made durable for certain first.
     token = f"graceful-{uuid.uuid4().hex}"
     assert amqp("amqp-publish", broker, "-r", queue, "-p", "-b", token).returncode == 0
     log_before = broker.log_path.stat().st_size
@@ -207,6 +181,18 @@ def test_start_round_trip_crash_restart_and_teardown(broker: RabbitMQ) -> None:
         boot_log = f.read().decode(errors="replace")
     assert "SIGTERM received" in boot_log
     assert "rebuilding indices from scratch" not in boot_log, broker.log_tail()
+    assert received(broker, queue, token), broker.log_tail()
+
+    # A persistent message in the durable queue survives a crash (SIGKILL) of the node.
+    token = f"survivor-{uuid.uuid4().hex}"
+    r = amqp("amqp-publish", broker, "-r", queue, "-p", "-b", token)
+    assert r.returncode == 0, r.stderr
+    assert wait_until(lambda: on_disk(broker.dir, token.encode()), timeout=30), "message never reached disk"
+    old_pid = broker.pid
+    broker.restart(kill=True)
+    print(f"rabbitmq: back in {broker.started_in:.2f} s after SIGKILL")
+    assert broker.ports["port"] == port and broker.pid != old_pid
+    amqp_probe("127.0.0.1", port)
     assert received(broker, queue, token), broker.log_tail()
 
     # close() leaves no process (sh, beam, epmd of this port...), no listening port, no directory.
