@@ -56,6 +56,12 @@ bool tcp_accepts(const std::string& host, std::uint16_t port, std::chrono::milli
 
 std::string tls_handshake_failure(const std::string& address, std::uint16_t port, const std::string& host,
                                   const TlsFiles& t, std::chrono::milliseconds timeout) {
+  // OpenSSL's error queue is per thread and shared with the library the caller goes on using on
+  // this thread (rabbitmq-c, say): start and leave it empty.
+  struct ClearErrors {
+    ClearErrors() { ::ERR_clear_error(); }
+    ~ClearErrors() { ::ERR_clear_error(); }
+  } clear_errors;
   auto last_error = [] {
     const char* r = ::ERR_reason_error_string(::ERR_peek_last_error());
     return std::string(r ? r : "unknown reason");
