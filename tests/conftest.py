@@ -139,6 +139,18 @@ def started_broker(broker_class: Any, **kwargs: Any) -> Iterator[Any]:
         yield broker
 
 
+def skip_unless_built(scheme: str) -> None:
+    """Skip the test, naming why, when `scheme`'s driver is not in this build."""
+    missing = omnibus.unavailable_drivers().get(scheme)
+    if missing:
+        pytest.skip(f"{scheme}:// is not in this build: {missing}")
+
+
+def client_tls(pki: Any) -> str:
+    """The query that checks the server against the harness CA and presents its client certificate."""
+    return f"tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}"
+
+
 @pytest.fixture(scope="session")
 def nats_secure_broker() -> Iterator[Broker]:
     """nats-server with JetStream, TLS only (a CA made for this session) and users (password, NKey)."""
@@ -183,8 +195,7 @@ def mqtt_secure_broker() -> Iterator[Broker]:
 def mqtt_secure_url(mqtt_secure_broker: Any) -> str:
     """mqtts:// to the TLS listener with the password and a client certificate (no topic)."""
     b, pki = mqtt_secure_broker, mqtt_secure_broker.pki
-    return (f"mqtts://omnibus:{b.password}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
-            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+    return f"mqtts://omnibus:{b.password}@localhost:{b.ports['tls']}?{client_tls(pki)}"
 
 
 @pytest.fixture(scope="session")
@@ -214,16 +225,14 @@ def redis_secure_broker() -> Iterator[Broker]:
 def redis_secure_url(redis_secure_broker: Any) -> str:
     """rediss:// to the TLS port with the password and a client certificate (no stream)."""
     b, pki = redis_secure_broker, redis_secure_broker.pki
-    return (f"rediss://:{b.password}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
-            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+    return f"rediss://:{b.password}@localhost:{b.ports['tls']}?{client_tls(pki)}"
 
 
 @pytest.fixture(scope="session")
 def pulsar_secure_broker() -> Iterator[Broker]:
     """Pulsar standalone with token authentication (JWTs signed with a key made for it), on a
     plaintext port and a TLS port."""
-    if "pulsar" in omnibus.unavailable_drivers():
-        pytest.skip(f"pulsar:// is not in this build: {omnibus.unavailable_drivers()['pulsar']}")
+    skip_unless_built("pulsar")
     from omnibus.testing.brokers.pulsar import Pulsar
 
     yield from started_broker(Pulsar, name="pulsar-secure", auth=True, tls=True)
@@ -233,15 +242,13 @@ def pulsar_secure_broker() -> Iterator[Broker]:
 def pulsar_secure_url(pulsar_secure_broker: Any) -> str:
     """pulsar+ssl:// to the TLS port with the token and a client certificate (no topic)."""
     b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
-    return (f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}?tls_ca={pki.ca}"
-            f"&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
+    return f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}?{client_tls(pki)}"
 
 
 @pytest.fixture(scope="session")
 def sqs_secure_broker() -> Iterator[Broker]:
     """moto's server over HTTPS with a certificate of a CA made for it."""
-    if "awssqs" in omnibus.unavailable_drivers():
-        pytest.skip(f"awssqs:// is not in this build: {omnibus.unavailable_drivers()['awssqs']}")
+    skip_unless_built("awssqs")
     from omnibus.testing.brokers.moto import Moto
 
     yield from started_broker(Moto, name="sqs-secure", tls=True)
@@ -266,10 +273,7 @@ def target(request: pytest.FixtureRequest) -> Target:
     if name == "custom":
         return Target(_CUSTOM_URL.split("://", 1)[0], _custom)
     kind, make = _TOPIC_URL[name]
-    scheme = _SCHEMES.get(name, kind)
-    missing = omnibus.unavailable_drivers().get(scheme)
-    if missing:
-        pytest.skip(f"{scheme}:// is not in this build: {missing}")
+    skip_unless_built(_SCHEMES.get(name, kind))
     base = request.getfixturevalue(f"{kind}_url").rstrip("/")
     return Target(name, lambda topic: make(base, topic), _MAX_MESSAGES.get(name))
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import omnibus
-from conftest import started_broker
+from conftest import client_tls, skip_unless_built, started_broker
 from omnibus.testing.brokers.nats import NatsServer
 
 SECRET = "Sup3r-S3cret-Xyz"
@@ -131,7 +131,7 @@ def test_amqps_external_login_with_the_client_certificate(amqp_secure_broker: An
     # The harness broker has rabbitmq_auth_mechanism_ssl and a user "omnibus-client", the common
     # name of the client certificate; EXTERNAL logs in as it without a password.
     b, pki = amqp_secure_broker, amqp_secure_broker.pki
-    cert = f"tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}&sasl_mechanism=EXTERNAL"
+    cert = f"{client_tls(pki)}&sasl_mechanism=EXTERNAL"
     _round_trip(f"amqps://localhost:{b.ports['tls']}/ext-a?{cert}")
     _round_trip(f"amqps://omnibus-client@localhost:{b.ports['tls']}/ext-b?{cert}")  # the identity given
     _all_refused([
@@ -211,15 +211,20 @@ def test_mqtt_password_login_and_refusals(mqtt_secure_broker: Any, version: str,
         assert SECRET not in str(e.value)
 
 
+def _tls_round_trips(login: str, port: int, pki: Any, path: str, with_cert: str = "") -> None:
+    """A TLS driver's four ways in, `login` being "scheme://userinfo@": the harness CA; the CA and
+    the client certificate (plus `with_cert`); the host by IP (the certificate names 127.0.0.1
+    too; the name checked is the URL's, not a resolved address); tls_verify=false with a CA that
+    signed nothing (encrypted, the certificate not checked)."""
+    _round_trip(f"{login}localhost:{port}/{path}-a?tls_ca={pki.ca}")
+    _round_trip(f"{login}localhost:{port}/{path}-b?{client_tls(pki)}{with_cert}")
+    _round_trip(f"{login}127.0.0.1:{port}/{path}-c?tls_ca={pki.ca}")
+    _round_trip(f"{login}localhost:{port}/{path}-d?tls_ca={pki.other_ca}&tls_verify=false")
+
+
 def test_mqtts_with_and_without_a_client_certificate(mqtt_secure_broker: Any) -> None:
-    b, pki = mqtt_secure_broker, mqtt_secure_broker.pki
-    tls = f"omnibus:{b.password}@localhost:{b.ports['tls']}"
-    _round_trip(f"mqtts://{tls}/tls/a?tls_ca={pki.ca}")
-    _round_trip(f"mqtts://{tls}/tls/b?tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}&version=3.1.1")
-    # The certificate names 127.0.0.1 too; the name checked is the URL's, not a resolved address.
-    _round_trip(f"mqtts://omnibus:{b.password}@127.0.0.1:{b.ports['tls']}/tls/c?tls_ca={pki.ca}")
-    # tls_verify=false: encrypted, the certificate not checked (here: signed by a CA not given).
-    _round_trip(f"mqtts://{tls}/tls/d?tls_ca={pki.other_ca}&tls_verify=false")
+    b = mqtt_secure_broker
+    _tls_round_trips(f"mqtts://omnibus:{b.password}@", b.ports["tls"], b.pki, "tls/m", with_cert="&version=3.1.1")
 
 
 def test_mqtts_refusals_name_the_cause(mqtt_secure_broker: Any) -> None:
@@ -282,14 +287,8 @@ def test_redis_refusals_name_the_cause(redis_secure_broker: Any) -> None:
 
 
 def test_pulsar_over_tls_with_a_token_and_a_client_certificate(pulsar_secure_broker: Any) -> None:
-    b, pki = pulsar_secure_broker, pulsar_secure_broker.pki
-    tls = f"pulsar+ssl://{b.token}@localhost:{b.ports['tls']}"
-    _round_trip(f"{tls}/tls-a?tls_ca={pki.ca}")
-    _round_trip(f"{tls}/tls-b?tls_ca={pki.ca}&tls_cert={pki.client_cert}&tls_key={pki.client_key}")
-    # The certificate names 127.0.0.1 too; the name checked is the URL's.
-    _round_trip(f"pulsar+ssl://{b.token}@127.0.0.1:{b.ports['tls']}/tls-c?tls_ca={pki.ca}")
-    # tls_verify=false: encrypted, the certificate not checked (here: signed by a CA not given).
-    _round_trip(f"{tls}/tls-d?tls_ca={pki.other_ca}&tls_verify=false")
+    b = pulsar_secure_broker
+    _tls_round_trips(f"pulsar+ssl://{b.token}@", b.ports["tls"], b.pki, "tls")
 
 
 def test_pulsar_tls_refusals_name_the_cause(pulsar_secure_broker: Any) -> None:
@@ -379,8 +378,7 @@ _UNREACHABLE: dict[str, Callable[[int], str]] = {
 @pytest.mark.parametrize("driver", list(_UNREACHABLE))
 def test_no_secret_in_errors(driver: str, capfd: pytest.CaptureFixture[str]) -> None:
     scheme = driver.split("-")[0]
-    if scheme in omnibus.unavailable_drivers():
-        pytest.skip(f"{scheme}:// is not in this build: {omnibus.unavailable_drivers()[scheme]}")
+    skip_unless_built(scheme)
     url = _UNREACHABLE[driver](_closed_port())
     texts: list[str] = []
     for opener in (omnibus.publisher, omnibus.subscriber):
@@ -481,8 +479,7 @@ _NATS_INFO = (b'INFO {"server_id":"impostor","version":"2.9.15","proto":1,"host"
 @pytest.mark.parametrize("driver", sorted(_IMPOSTOR_URLS))
 @pytest.mark.parametrize("case", ["wrong host", "expired"])
 def test_a_certificate_for_another_host_or_expired_is_refused(driver: str, case: str, _pki: Any) -> None:
-    if driver in omnibus.unavailable_drivers():
-        pytest.skip(f"{driver}:// is not in this build: {omnibus.unavailable_drivers()[driver]}")
+    skip_unless_built(driver)
     cert, key = ((_pki.wrong_host_cert, _pki.wrong_host_key) if case == "wrong host"
                  else (_pki.expired_cert, _pki.expired_key))
     impostor = _TlsImpostor(cert, key, preface=_NATS_INFO if driver == "nats" else b"")
